@@ -1,0 +1,27 @@
+"""numbagrad: PyTorch-style automatic differentiation on a flat opcode tape swept by Numba.
+
+>>> import numbagrad as ng
+>>> x = ng.tensor([1.0, 2.0, 3.0], requires_grad=True)
+>>> z = (2 * (x + 2) ** 2).mean()
+>>> z.backward()
+>>> x.grad
+tensor([4.0000, 5.3333, 6.6667])
+"""
+from .grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from .tensor import (
+    Tensor, Size, tensor, as_tensor, from_numpy, randn, rand, zeros, ones, full, zeros_like,
+    ones_like, arange, linspace, eye, manual_seed, float32, float64, int32, int64, bool_,
+    get_default_dtype, set_default_dtype,
+)
+from .functions import (
+    exp, log, sin, cos, tan, tanh, sigmoid, relu, sqrt, abs, neg, sum, mean, max, min, matmul,
+    dot, maximum, minimum, where, clamp, clip, cat, stack, softmax, log_softmax, logsumexp,
+    reshape, flatten, squeeze, unsqueeze, transpose, permute, expand, clone, add, sub, mul, div,
+    pow, broadcast_shapes,
+)
+from .autograd import grad
+from . import autograd
+from .tape import Tape
+
+bool = bool_
+__version__ = "0.1.0"

@@ -1,0 +1,501 @@
+"""Loops over elements: the forward and reverse rule of each op family, side by side.
+
+Elementwise kernels take the opcode as a compile-time constant
+(``numba.literally``): each op gets its own loop with its rule inlined from
+the tables in ``ops.py``.  Every kernel takes the tape ``t`` (a ``TapeArrays`` of flat arrays), the value
+storage ``chunks`` (a typed list of 1-D arrays; node ``k`` lives at
+``chunks[t.val_chunk[k]][t.val_off[k]:]``), the op index ``i`` and the
+adjoint buffer with its per-node offsets.  Loops run under ``prange`` when a
+node has at least ``par_min`` elements; below that the parallel start-up costs
+more than it saves.
+
+Adjoint offsets are -1 for nodes that carry no gradient; a kernel skips them.
+"""
+import numpy as np
+from numba import njit, prange, literally
+
+from .ops import SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, binary_f, binary_da, binary_db
+
+jit = njit(cache=True)
+pjit = njit(cache=True, parallel=True)
+inline = njit(inline="always", cache=True)
+
+
+# ---------------------------------------------------------------- tape access
+
+@inline
+def arg(t, i, r):
+    """Node index of operand r of op i."""
+    return t.args[t.arg_ptr[i] + r]
+
+
+@inline
+def shape_of(t, k):
+    return t.shapes[t.shape_ptr[k]:t.shape_ptr[k + 1]]
+
+
+@inline
+def iparams_of(t, i):
+    return t.iparams[t.iparam_ptr[i]:t.iparam_ptr[i + 1]]
+
+
+@inline
+def const(t, i, r):
+    p = t.const_ptr[i] + r
+    return t.consts[p] if p < t.const_ptr[i + 1] else 0.0
+
+
+# ---------------------------------------------------------------- broadcasting
+
+@jit
+def broadcast_map(out_shape, in_shape):
+    """How an operand's flat index follows the output's: (mode, period, strides).
+
+    mode 0: same shape (index j); 1: one element (index 0); 2: the operand is a
+    trailing block of the output, repeated (index j % period); 3: general,
+    unravel j over out_shape and dot with strides (0 on broadcast axes).
+    """
+    nd, ni = len(out_shape), len(in_shape)
+    size = 1
+    for d in range(ni):
+        size *= in_shape[d]
+    strides = np.zeros(nd, dtype=np.int64)
+    s = 1
+    for d in range(1, ni + 1):
+        if in_shape[ni - d] != 1:
+            strides[nd - d] = s
+        s *= in_shape[ni - d]
+    total = 1
+    for d in range(nd):
+        total *= out_shape[d]
+    if size == total:
+        return 0, size, strides
+    if size == 1:
+        return 1, 1, strides
+    # trailing block: every axis from the first non-1 operand axis on matches the output
+    lead = 0
+    while lead < ni and in_shape[lead] == 1:
+        lead += 1
+    suffix = True
+    for d in range(lead, ni):
+        if in_shape[d] != out_shape[nd - ni + d]:
+            suffix = False
+    if suffix:
+        return 2, size, strides
+    return 3, size, strides
+
+
+@inline
+def bidx(j, mode, period, out_shape, strides):
+    if mode == 0:
+        return j
+    if mode == 1:
+        return 0
+    if mode == 2:
+        return j % period
+    r = 0
+    for d in range(len(out_shape) - 1, -1, -1):
+        q = out_shape[d]
+        r += (j % q) * strides[d]
+        j //= q
+    return r
+
+
+# ---------------------------------------------------------------- unary elementwise
+
+@pjit
+def unary_fwd(op, t, chunks, i, par_min):
+    literally(op)
+    x = arg(t, i, 0)
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    c0, c1 = const(t, i, 0), const(t, i, 1)
+    n = t.sizes[i]
+    if n >= par_min:
+        for j in prange(n):
+            yv[yo + j] = unary_f(op, xv[xo + j], c0, c1)
+    else:
+        for j in range(n):
+            yv[yo + j] = unary_f(op, xv[xo + j], c0, c1)
+
+
+@pjit
+def unary_vjp(op, t, chunks, adj, adj_off, i, par_min):
+    literally(op)
+    x = arg(t, i, 0)
+    gx = adj_off[x]
+    if gx < 0:
+        return
+    go = adj_off[i]
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    c0, c1 = const(t, i, 0), const(t, i, 1)
+    n = t.sizes[i]
+    if n >= par_min:
+        for j in prange(n):
+            adj[gx + j] += adj[go + j] * unary_d(op, xv[xo + j], yv[yo + j], c0, c1)
+    else:
+        for j in range(n):
+            adj[gx + j] += adj[go + j] * unary_d(op, xv[xo + j], yv[yo + j], c0, c1)
+
+
+# ---------------------------------------------------------------- binary elementwise
+
+@pjit
+def binary_fwd(op, t, chunks, i, par_min):
+    literally(op)
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    out_shape = shape_of(t, i)
+    ma, pa, sa = broadcast_map(out_shape, shape_of(t, a))
+    mb, pb, sb = broadcast_map(out_shape, shape_of(t, b))
+    n = t.sizes[i]
+    if ma == 0 and mb == 0:
+        if n >= par_min:
+            for j in prange(n):
+                yv[yo + j] = binary_f(op, av[ao + j], bv[bo + j])
+        else:
+            for j in range(n):
+                yv[yo + j] = binary_f(op, av[ao + j], bv[bo + j])
+    else:
+        for j in range(n):
+            ja = bidx(j, ma, pa, out_shape, sa)
+            jb = bidx(j, mb, pb, out_shape, sb)
+            yv[yo + j] = binary_f(op, av[ao + ja], bv[bo + jb])
+
+
+@pjit
+def binary_vjp(op, t, chunks, adj, adj_off, i, par_min):
+    literally(op)
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    ga, gb, go = adj_off[a], adj_off[b], adj_off[i]
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    out_shape = shape_of(t, i)
+    ma, pa, sa = broadcast_map(out_shape, shape_of(t, a))
+    mb, pb, sb = broadcast_map(out_shape, shape_of(t, b))
+    n = t.sizes[i]
+    if ma == 0 and mb == 0:
+        # no operand is broadcast, so no two elements add into the same slot
+        if n >= par_min:
+            for j in prange(n):
+                _binary_vjp_at(op, j, j, j, av, ao, bv, bo, yv, yo, adj, ga, gb, go)
+        else:
+            for j in range(n):
+                _binary_vjp_at(op, j, j, j, av, ao, bv, bo, yv, yo, adj, ga, gb, go)
+    else:
+        for j in range(n):
+            ja = bidx(j, ma, pa, out_shape, sa)
+            jb = bidx(j, mb, pb, out_shape, sb)
+            _binary_vjp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, adj, ga, gb, go)
+
+
+@inline
+def _binary_vjp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, adj, ga, gb, go):
+    g = adj[go + j]
+    x, z, y = av[ao + ja], bv[bo + jb], yv[yo + j]
+    if ga >= 0:
+        adj[ga + ja] += g * binary_da(op, x, z, y)
+    if gb >= 0:
+        adj[gb + jb] += g * binary_db(op, x, z, y)
+
+
+# ---------------------------------------------------------------- where(cond, b, c)
+
+@jit
+def where_fwd(t, chunks, i):
+    out_shape = shape_of(t, i)
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    k0, k1, k2 = arg(t, i, 0), arg(t, i, 1), arg(t, i, 2)
+    cv, co = chunks[t.val_chunk[k0]], t.val_off[k0]
+    bv, bo = chunks[t.val_chunk[k1]], t.val_off[k1]
+    ev, eo = chunks[t.val_chunk[k2]], t.val_off[k2]
+    m0, p0, s0 = broadcast_map(out_shape, shape_of(t, k0))
+    m1, p1, s1 = broadcast_map(out_shape, shape_of(t, k1))
+    m2, p2, s2 = broadcast_map(out_shape, shape_of(t, k2))
+    for j in range(t.sizes[i]):
+        if cv[co + bidx(j, m0, p0, out_shape, s0)] != 0:
+            yv[yo + j] = bv[bo + bidx(j, m1, p1, out_shape, s1)]
+        else:
+            yv[yo + j] = ev[eo + bidx(j, m2, p2, out_shape, s2)]
+
+
+@jit
+def where_vjp(t, chunks, adj, adj_off, i):
+    out_shape = shape_of(t, i)
+    go = adj_off[i]
+    k0, k1, k2 = arg(t, i, 0), arg(t, i, 1), arg(t, i, 2)
+    g1, g2 = adj_off[k1], adj_off[k2]
+    cv, co = chunks[t.val_chunk[k0]], t.val_off[k0]
+    m0, p0, s0 = broadcast_map(out_shape, shape_of(t, k0))
+    m1, p1, s1 = broadcast_map(out_shape, shape_of(t, k1))
+    m2, p2, s2 = broadcast_map(out_shape, shape_of(t, k2))
+    for j in range(t.sizes[i]):
+        if cv[co + bidx(j, m0, p0, out_shape, s0)] != 0:
+            if g1 >= 0:
+                adj[g1 + bidx(j, m1, p1, out_shape, s1)] += adj[go + j]
+        elif g2 >= 0:
+            adj[g2 + bidx(j, m2, p2, out_shape, s2)] += adj[go + j]
+
+
+# ---------------------------------------------------------------- reductions over (outer, n, inner)
+# iparams: outer, n, inner[, split_ties]; MEAN's constant is the count it divides by.
+
+@pjit
+def reduce_fwd(t, chunks, i, par_min):
+    op = t.opcodes[i]
+    p = iparams_of(t, i)
+    outer, n, inner = p[0], p[1], p[2]
+    x = arg(t, i, 0)
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    scale = const(t, i, 0)
+    m = outer * inner
+    if m * n >= par_min and m > 1:
+        for r in prange(m):
+            _reduce_row(op, xv, xo, yv, yo, r // inner, r % inner, n, inner, scale)
+    else:
+        for r in range(m):
+            _reduce_row(op, xv, xo, yv, yo, r // inner, r % inner, n, inner, scale)
+
+
+@inline
+def _reduce_row(op, xv, xo, yv, yo, o, l, n, inner, scale):
+    base = xo + o * n * inner + l
+    if op == SUM or op == MEAN:
+        s = 0.0
+        for k in range(n):
+            s += xv[base + k * inner]
+        yv[yo + o * inner + l] = s / scale if op == MEAN else s
+    elif op == MAX or op == MIN:
+        best = xv[base]
+        for k in range(1, n):
+            v = xv[base + k * inner]
+            if (op == MAX and v > best) or (op == MIN and v < best) or v != v:
+                best = v
+                if v != v:
+                    break
+        yv[yo + o * inner + l] = best
+    else:  # LOGSUMEXP, SOFTMAX, LOG_SOFTMAX share the max-shifted sum of exponentials
+        mx = xv[base]
+        for k in range(1, n):
+            mx = max(mx, xv[base + k * inner])
+        if np.isinf(mx):
+            mx = 0.0  # as torch: no shift when the max is infinite
+        s = 0.0
+        for k in range(n):
+            s += np.exp(xv[base + k * inner] - mx)
+        lse = mx + np.log(s)
+        if op == LOGSUMEXP:
+            yv[yo + o * inner + l] = lse
+        elif op == SOFTMAX:
+            for k in range(n):
+                yv[yo + o * n * inner + l + k * inner] = np.exp(xv[base + k * inner] - lse)
+        else:
+            for k in range(n):
+                yv[yo + o * n * inner + l + k * inner] = xv[base + k * inner] - lse
+
+
+@pjit
+def reduce_vjp(t, chunks, adj, adj_off, i, par_min):
+    x = arg(t, i, 0)
+    gx = adj_off[x]
+    if gx < 0:
+        return
+    op = t.opcodes[i]
+    p = iparams_of(t, i)
+    outer, n, inner = p[0], p[1], p[2]
+    split = len(p) > 3 and p[3] != 0
+    go = adj_off[i]
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    scale = const(t, i, 0)
+    m = outer * inner
+    if m * n >= par_min and m > 1:
+        for r in prange(m):
+            _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, r // inner, r % inner, n, inner,
+                            scale, split)
+    else:
+        for r in range(m):
+            _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, r // inner, r % inner, n, inner,
+                            scale, split)
+
+
+@inline
+def _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, o, l, n, inner, scale, split):
+    xb = xo + o * n * inner + l          # x[o, 0, l]
+    gb = gx + o * n * inner + l          # adjoint of x[o, 0, l]
+    r = o * inner + l                    # the reduced row's slot
+    if op == SUM or op == MEAN:
+        g = adj[go + r] / scale if op == MEAN else adj[go + r]
+        for k in range(n):
+            adj[gb + k * inner] += g
+    elif op == MAX or op == MIN:  # to the first extremum, or shared among ties
+        y = yv[yo + r]
+        g = adj[go + r]
+        if split:
+            count = 0
+            for k in range(n):
+                if xv[xb + k * inner] == y:
+                    count += 1
+            if count > 0:
+                g = g / count
+                for k in range(n):
+                    if xv[xb + k * inner] == y:
+                        adj[gb + k * inner] += g
+        else:
+            for k in range(n):
+                v = xv[xb + k * inner]
+                if v == y or (v != v and y != y):
+                    adj[gb + k * inner] += g
+                    break
+    elif op == LOGSUMEXP:
+        y = yv[yo + r]
+        g = adj[go + r]
+        for k in range(n):
+            adj[gb + k * inner] += g * np.exp(xv[xb + k * inner] - y)
+    elif op == SOFTMAX:  # gx = y * (g - sum(g * y))
+        yb = yo + o * n * inner + l
+        ob = go + o * n * inner + l
+        s = 0.0
+        for k in range(n):
+            s += adj[ob + k * inner] * yv[yb + k * inner]
+        for k in range(n):
+            adj[gb + k * inner] += yv[yb + k * inner] * (adj[ob + k * inner] - s)
+    else:  # LOG_SOFTMAX: gx = g - softmax * sum(g)
+        yb = yo + o * n * inner + l
+        ob = go + o * n * inner + l
+        s = 0.0
+        for k in range(n):
+            s += adj[ob + k * inner]
+        for k in range(n):
+            adj[gb + k * inner] += adj[ob + k * inner] - np.exp(yv[yb + k * inner]) * s
+
+
+# ---------------------------------------------------------------- reshape, gather, cat
+
+@jit
+def copy_fwd(t, chunks, i):
+    x = arg(t, i, 0)
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    if xv is yv and xo == yo:
+        return  # a view of its operand's storage
+    for j in range(t.sizes[i]):
+        yv[yo + j] = xv[xo + j]
+
+
+@pjit
+def copy_vjp(t, adj, adj_off, i, par_min):
+    gx = adj_off[arg(t, i, 0)]
+    if gx < 0:
+        return
+    go = adj_off[i]
+    n = t.sizes[i]
+    if n >= par_min:
+        for j in prange(n):
+            adj[gx + j] += adj[go + j]
+    else:
+        for j in range(n):
+            adj[gx + j] += adj[go + j]
+
+
+@jit
+def gather_fwd(t, chunks, i):
+    x = arg(t, i, 0)
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    idx = iparams_of(t, i)
+    for j in range(t.sizes[i]):
+        yv[yo + j] = xv[xo + idx[j]]
+
+
+@jit
+def gather_vjp(t, adj, adj_off, i):
+    gx = adj_off[arg(t, i, 0)]
+    if gx < 0:
+        return
+    go = adj_off[i]
+    idx = iparams_of(t, i)
+    for j in range(t.sizes[i]):  # serial: an index may repeat
+        adj[gx + idx[j]] += adj[go + j]
+
+
+# CAT iparams: outer, inner, then each operand's length along the axis.
+
+@jit
+def cat_fwd(t, chunks, i):
+    p = iparams_of(t, i)
+    outer, inner = p[0], p[1]
+    total = 0
+    for r in range(2, len(p)):
+        total += p[r]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    start = 0
+    for r in range(len(p) - 2):
+        x = arg(t, i, r)
+        xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+        w = p[2 + r] * inner
+        for o in range(outer):
+            for j in range(w):
+                yv[yo + o * total * inner + start + j] = xv[xo + o * w + j]
+        start += w
+
+
+@jit
+def cat_vjp(t, adj, adj_off, i):
+    p = iparams_of(t, i)
+    outer, inner = p[0], p[1]
+    total = 0
+    for r in range(2, len(p)):
+        total += p[r]
+    go = adj_off[i]
+    start = 0
+    for r in range(len(p) - 2):
+        gx = adj_off[arg(t, i, r)]
+        w = p[2 + r] * inner
+        if gx >= 0:
+            for o in range(outer):
+                for j in range(w):
+                    adj[gx + o * w + j] += adj[go + o * total * inner + start + j]
+        start += w
+
+
+# ---------------------------------------------------------------- matmul
+# iparams: batch, m, k, n, a_batched, b_batched.  a is (m, k), b is (k, n) per batch.
+
+@jit
+def matmul_fwd(t, chunks, i):
+    p = iparams_of(t, i)
+    batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    for q in range(batch):
+        A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
+        B = bv[bo + q * sb * k * n: bo + (q * sb + 1) * k * n].reshape((k, n))
+        yv[yo + q * m * n: yo + (q + 1) * m * n] = np.dot(A, B).ravel()
+
+
+@jit
+def matmul_vjp(t, chunks, adj, adj_off, i):
+    p = iparams_of(t, i)
+    batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    ga, gb, go = adj_off[a], adj_off[b], adj_off[i]
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    for q in range(batch):
+        G = adj[go + q * m * n: go + (q + 1) * m * n].reshape((m, n))
+        if ga >= 0:
+            B = bv[bo + q * sb * k * n: bo + (q * sb + 1) * k * n].reshape((k, n))
+            s = ga + q * sa * m * k
+            adj[s: s + m * k] += np.dot(G, B.T).ravel()
+        if gb >= 0:
+            A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
+            s = gb + q * sb * k * n
+            adj[s: s + k * n] += np.dot(A.T, G).ravel()

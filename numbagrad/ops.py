@@ -1,0 +1,282 @@
+"""Every primitive, defined once: opcode, grad_fn names, forward and derivatives.
+
+An elementwise op is a line in each rule table below: its forward ``f``, its
+local derivative ``d`` (dy/dx, given x and the output y) and its second
+derivative ``dd`` (Hessian-vector products).  The Numba kernels in
+``kernels.py`` apply the rules element by element; the eager path calls the
+NumPy ``eager`` form of ``OPS`` on whole arrays.  Structural ops (reductions,
+gather, concat, matmul) have their loops in ``kernels.py`` and are listed here
+by opcode, name and saved values.
+
+Unary rules take the op's two constants ``c0, c1`` (unused ones are 0).
+Binary rules take the operands ``a, b`` and the output ``y``.
+"""
+import numpy as np
+from numba import njit
+
+inline = njit(inline="always", cache=True)
+
+# ---------------------------------------------------------------- opcodes
+LEAF = 0  # an input: a user tensor (AccumulateGrad when it requires grad) or a constant
+
+# unary elementwise, y = f(x; c0, c1)
+NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS = range(1, 12)
+ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP = range(12, 20)
+# binary elementwise with NumPy broadcasting, y = f(a, b)
+ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM = range(20, 27)
+WHERE = 27  # y = b if cond else c; operands (cond, b, c), cond is a constant 0/1 node
+# reductions and normalisations over one axis, laid out as (outer, n, inner)
+SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX = range(30, 37)
+# structure
+RESHAPE = 40  # a view: shares its operand's storage
+GATHER = 41   # y.flat[j] = x.flat[idx[j]]: indexing, transpose, permute
+CAT = 42      # concatenation of k operands along one axis
+MATMUL = 43   # (batched) matrix products, 1-D operands included
+
+N_OPCODES = 44
+UNARY = range(NEG, CLAMP + 1)
+BINARY = range(ADD, MINIMUM + 1)
+REDUCTIONS = range(SUM, LOG_SOFTMAX + 1)
+
+
+# ---------------------------------------------------------------- unary rules
+# One line per op in each table, as HIPS autograd's numpy_vjps.  ``op`` is a
+# compile-time constant where the kernels call these (numba.literally), so each
+# kernel compiles to the one line it needs.
+
+@inline
+def unary_f(op, x, c0, c1):
+    """y = f(x)."""
+    if op == NEG: return -x
+    if op == EXP: return np.exp(x)
+    if op == LOG: return np.log(x)
+    if op == SIN: return np.sin(x)
+    if op == COS: return np.cos(x)
+    if op == TAN: return np.tan(x)
+    if op == TANH: return np.tanh(x)
+    if op == SIGMOID: return _sigmoid(x)
+    if op == RELU: return x if x > 0 else 0.0 * x
+    if op == SQRT: return np.sqrt(x)
+    if op == ABS: return np.abs(x)
+    if op == ADD_C: return x + c0
+    if op == MUL_C: return x * c0
+    if op == DIV_C: return x / c0
+    if op == POW_C: return _powc(x, c0)
+    if op == RSUB_C: return c0 - x
+    if op == RDIV_C: return c0 / x
+    if op == RPOW_C: return c0 ** x
+    if op == CLAMP: return min(max(x, c0), c1)
+    return x * np.nan
+
+
+@inline
+def unary_d(op, x, y, c0, c1):
+    """dy/dx, given x and y."""
+    if op == NEG: return -1.0
+    if op == EXP: return y
+    if op == LOG: return 1.0 / x
+    if op == SIN: return np.cos(x)
+    if op == COS: return -np.sin(x)
+    if op == TAN: return 1.0 + y * y
+    if op == TANH: return 1.0 - y * y
+    if op == SIGMOID: return y * (1.0 - y)
+    if op == RELU: return 1.0 if x > 0 else 0.0                # torch: 0 at the kink
+    if op == SQRT: return 0.5 / y
+    if op == ABS: return np.sign(x)                             # torch: 0 at the kink
+    if op == ADD_C: return 1.0
+    if op == MUL_C: return c0
+    if op == DIV_C: return 1.0 / c0
+    if op == POW_C: return 0.0 if c0 == 0.0 else c0 * _powc(x, c0 - 1.0)  # torch: 0 for x**0
+    if op == RSUB_C: return -1.0
+    if op == RDIV_C: return -c0 / (x * x)
+    if op == RPOW_C: return 0.0 if c0 == 0.0 else y * np.log(c0)
+    if op == CLAMP: return 1.0 if c0 <= x <= c1 else 0.0       # torch: inclusive bounds
+    return np.nan
+
+
+@inline
+def unary_dd(op, x, y, c0, c1):
+    """d2y/dx2, given x and y (Hessian-vector products)."""
+    if op == EXP: return y
+    if op == LOG: return -1.0 / (x * x)
+    if op == SIN: return -y
+    if op == COS: return -y
+    if op == TAN: return 2.0 * y * (1.0 + y * y)
+    if op == TANH: return -2.0 * y * (1.0 - y * y)
+    if op == SIGMOID: return y * (1.0 - y) * (1.0 - 2.0 * y)
+    if op == SQRT: return -0.25 / (y * y * y)
+    if op == POW_C: return 0.0 if c0 == 0.0 or c0 == 1.0 else c0 * (c0 - 1.0) * x ** (c0 - 2.0)
+    if op == RDIV_C: return 2.0 * c0 / (x * x * x)
+    if op == RPOW_C: return 0.0 if c0 == 0.0 else y * np.log(c0) * np.log(c0)
+    return 0.0  # NEG, RELU, ABS, ADD_C, MUL_C, DIV_C, RSUB_C, CLAMP are piecewise linear
+
+
+@inline
+def _powc(x, c):
+    # small integer exponents by multiplication: pow() costs ten times more per element
+    if c == 1.0: return x
+    if c == 2.0: return x * x
+    if c == 3.0: return x * x * x
+    return x ** c
+
+
+@inline
+def _sigmoid(x):
+    # the branch keeps exp from overflowing for large |x|
+    if x >= 0:
+        return 1.0 / (1.0 + np.exp(-x))
+    e = np.exp(x)
+    return e / (1.0 + e)
+
+
+# ---------------------------------------------------------------- binary rules
+
+@inline
+def binary_f(op, a, b):
+    """y = f(a, b)."""
+    if op == ADD: return a + b
+    if op == SUB: return a - b
+    if op == MUL: return a * b
+    if op == DIV: return a / b
+    if op == POW: return a ** b
+    if op == MAXIMUM: return a if a >= b else b
+    if op == MINIMUM: return a if a <= b else b
+    return a * np.nan
+
+
+@inline
+def binary_da(op, a, b, y):
+    """dy/da."""
+    if op == ADD: return 1.0
+    if op == SUB: return 1.0
+    if op == MUL: return b
+    if op == DIV: return 1.0 / b
+    if op == POW: return 0.0 if b == 0.0 else b * a ** (b - 1.0)
+    if op == MAXIMUM: return 1.0 if a > b else (0.5 if a == b else 0.0)   # torch splits ties
+    if op == MINIMUM: return 1.0 if a < b else (0.5 if a == b else 0.0)
+    return np.nan
+
+
+@inline
+def binary_db(op, a, b, y):
+    """dy/db."""
+    if op == ADD: return 1.0
+    if op == SUB: return -1.0
+    if op == MUL: return a
+    if op == DIV: return -a / (b * b)
+    if op == POW: return 0.0 if (a == 0.0 and b >= 0.0) else y * np.log(a)  # torch masks 0 ** b
+    if op == MAXIMUM: return 1.0 if b > a else (0.5 if a == b else 0.0)
+    if op == MINIMUM: return 1.0 if b < a else (0.5 if a == b else 0.0)
+    return np.nan
+
+
+@inline
+def binary_dd(op, a, b, y):
+    """Second partials (d2y/da2, d2y/dadb, d2y/db2) for Hessian-vector products."""
+    if op == MUL: return 0.0, 1.0, 0.0
+    if op == DIV: return 0.0, -1.0 / (b * b), 2.0 * a / (b * b * b)
+    if op == POW:
+        daa = 0.0 if b == 0.0 or b == 1.0 else b * (b - 1.0) * a ** (b - 2.0)
+        if a == 0.0:
+            return daa, 0.0, 0.0
+        la = np.log(a)
+        return daa, a ** (b - 1.0) * (1.0 + b * la), y * la * la
+    return 0.0, 0.0, 0.0  # ADD, SUB, MAXIMUM, MINIMUM are piecewise linear
+
+
+# ---------------------------------------------------------------- the table
+def _sigmoid_eager(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def _clamp_eager(x, lo, hi):
+    return np.minimum(np.maximum(x, x.dtype.type(lo)), x.dtype.type(hi))
+
+
+class Op:
+    """What Python needs to know of one opcode (the Numba side dispatches on the integer)."""
+
+    __slots__ = ("code", "name", "saves", "eager")
+
+    def __init__(self, code, name, saves, eager=None):
+        self.code = code      # the opcode
+        self.name = name      # grad_fn name as torch prints it
+        self.saves = saves    # which values backward reads: "" none, "in", "out", "both"
+        self.eager = eager    # NumPy forward on whole arrays (Python side)
+
+
+OPS = [None] * N_OPCODES
+
+
+def _op(code, name, saves, eager=None):
+    OPS[code] = Op(code, name, saves, eager)
+
+
+_op(LEAF, "AccumulateGrad", "")
+_op(NEG, "NegBackward0", "", np.negative)
+_op(EXP, "ExpBackward0", "out", np.exp)
+_op(LOG, "LogBackward0", "in", np.log)
+_op(SIN, "SinBackward0", "in", np.sin)
+_op(COS, "CosBackward0", "in", np.cos)
+_op(TAN, "TanBackward0", "out", np.tan)
+_op(TANH, "TanhBackward0", "out", np.tanh)
+_op(SIGMOID, "SigmoidBackward0", "out", _sigmoid_eager)
+_op(RELU, "ReluBackward0", "in", lambda x: np.maximum(x, x.dtype.type(0)))
+_op(SQRT, "SqrtBackward0", "out", np.sqrt)
+_op(ABS, "AbsBackward0", "in", np.abs)
+_op(ADD_C, "AddBackward0", "", lambda x, c: x + c)
+_op(MUL_C, "MulBackward0", "", lambda x, c: x * c)
+_op(DIV_C, "DivBackward0", "", lambda x, c: x / c)
+_op(POW_C, "PowBackward0", "in", lambda x, c: x ** c)
+_op(RSUB_C, "RsubBackward1", "", lambda x, c: c - x)
+_op(RDIV_C, "DivBackward0", "in", lambda x, c: c / x)
+_op(RPOW_C, "PowBackward1", "out", lambda x, c: c ** x)
+_op(CLAMP, "ClampBackward1", "in", _clamp_eager)
+_op(ADD, "AddBackward0", "", np.add)
+_op(SUB, "SubBackward0", "", np.subtract)
+_op(MUL, "MulBackward0", "in", np.multiply)
+_op(DIV, "DivBackward0", "in", np.divide)
+_op(POW, "PowBackward1", "both", np.power)
+_op(MAXIMUM, "MaximumBackward0", "in", np.maximum)
+_op(MINIMUM, "MinimumBackward0", "in", np.minimum)
+_op(WHERE, "WhereBackward0", "in")
+_op(SUM, "SumBackward0", "")
+_op(MEAN, "MeanBackward0", "")
+_op(MAX, "MaxBackward1", "both")
+_op(MIN, "MinBackward1", "both")
+_op(LOGSUMEXP, "LogsumexpBackward0", "both")
+_op(SOFTMAX, "SoftmaxBackward0", "out")
+_op(LOG_SOFTMAX, "LogSoftmaxBackward0", "out")
+_op(RESHAPE, "ViewBackward0", "")
+_op(GATHER, "IndexBackward0", "")
+_op(CAT, "CatBackward0", "")
+_op(MATMUL, "MmBackward0", "in")
+
+# Every grad_fn name a tape can hold; a node stores its index here.  Torch names the
+# same math by how it was called (x - 2 is SubBackward0, x.T is PermuteBackward0).
+# Append only: saved tapes refer to these by position.
+NAMES = [
+    "AccumulateGrad", "NegBackward0", "ExpBackward0", "LogBackward0", "SinBackward0",
+    "CosBackward0", "TanBackward0", "TanhBackward0", "SigmoidBackward0", "ReluBackward0",
+    "SqrtBackward0", "AbsBackward0", "AddBackward0", "SubBackward0", "MulBackward0",
+    "DivBackward0", "PowBackward0", "PowBackward1", "RsubBackward1", "ClampBackward1",
+    "ClampMinBackward0", "ClampMaxBackward0", "MaximumBackward0", "MinimumBackward0",
+    "WhereBackward0", "SumBackward0", "SumBackward1", "MeanBackward0", "MeanBackward1",
+    "MaxBackward0", "MaxBackward1", "MinBackward0", "MinBackward1", "LogsumexpBackward0",
+    "SoftmaxBackward0", "LogSoftmaxBackward0", "ViewBackward0", "ReshapeAliasBackward0",
+    "UnsqueezeBackward0", "SqueezeBackward0", "CloneBackward0", "ToCopyBackward0",
+    "SelectBackward0", "SliceBackward0", "IndexBackward0", "TransposeBackward0",
+    "PermuteBackward0", "TBackward0", "ExpandBackward0", "CatBackward0", "StackBackward0",
+    "MmBackward0", "MvBackward0", "DotBackward0", "BmmBackward0",
+]
+NAME_ID = {name: i for i, name in enumerate(NAMES)}
+assert all(op.name in NAME_ID for op in OPS if op is not None)
+
+# The value each opcode's backward reads, as a table the Numba sweeps can index:
+# bit 0 its inputs, bit 1 its output.
+SAVES = np.zeros(N_OPCODES, dtype=np.int8)
+for _o in OPS:
+    if _o is not None:
+        SAVES[_o.code] = {"": 0, "in": 1, "out": 2, "both": 3}[_o.saves]
+KNOWN = np.array([o is not None for o in OPS], dtype=np.bool_)

@@ -1,0 +1,636 @@
+"""The Tensor: a NumPy array plus the node that recorded it.
+
+A Tensor holds its value eagerly (``_data``), so ``print(y)`` shows numbers as
+in PyTorch.  When grad mode is on and an op has an operand that requires grad,
+``record`` appends one node to the operands' tape and the result points at it
+(``_tape``, ``_node``).  Leaves have no tape; they are recorded on a tape the
+first time an op uses them.
+"""
+import numbers
+import warnings
+
+import numpy as np
+
+from . import grad_mode
+from .ops import NAME_ID
+from .printing import tensor_repr
+from .sweeps import DIRTY
+from .tape import Tape, resolve
+
+float32, float64 = np.float32, np.float64
+int32, int64, bool_ = np.int32, np.int64, np.bool_
+_default = [np.dtype(np.float64)]
+
+
+def get_default_dtype():
+    """The float dtype of tensors made from Python floats (float64 unless changed).
+
+    >>> import numbagrad as ng
+    >>> ng.get_default_dtype()
+    dtype('float64')
+    """
+    return _default[0]
+
+
+def set_default_dtype(dtype):
+    """Set the float dtype used for Python floats and float factories (float32 or float64).
+
+    >>> import numbagrad as ng
+    >>> ng.set_default_dtype(ng.float32); ng.ones(2).dtype
+    dtype('float32')
+    >>> ng.set_default_dtype(ng.float64)
+    """
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"only float32 and float64 can be the default dtype, got {dt}")
+    _default[0] = dt
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple that prints as ``Size([2, 3])``."""
+
+    def __repr__(self):
+        return f"Size({list(self)})"
+
+    def numel(self):
+        return int(np.prod(self, dtype=np.int64))
+
+
+def _check_grad_dtype(dtype):
+    if np.dtype(dtype).kind != "f":
+        raise RuntimeError("only Tensors of floating point dtype can require gradients")
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it for differentiation.
+
+    >>> import numbagrad as ng
+    >>> x = ng.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> y = (x * x).sum()
+    >>> y.backward()
+    >>> x.grad
+    tensor([2., 4., 6.])
+    """
+
+    __slots__ = ("_data", "_tape", "_node", "_requires_grad", "_grad", "_version",
+                 "_retains_grad", "__weakref__")
+    # ndarray (op) Tensor defers to the Tensor's reflected operator, which records it
+    __array_ufunc__ = None
+    __array_priority__ = 1000
+
+    def __init__(self, data, tape=None, node=-1, requires_grad=False, version=None):
+        self._data = data
+        self._tape = tape
+        self._node = node
+        self._requires_grad = requires_grad
+        self._grad = None
+        self._version = [0] if version is None else version
+        self._retains_grad = False
+
+    # ------------------------------------------------------------ attributes
+    @property
+    def shape(self):
+        return Size(self._data.shape)
+
+    def size(self, dim=None):
+        """The shape, or its length along ``dim``."""
+        return self.shape if dim is None else self._data.shape[_dim(dim, self.ndim)]
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def ndim(self):
+        return self._data.ndim
+
+    def dim(self):
+        return self._data.ndim
+
+    def numel(self):
+        return self._data.size
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        if not self.is_leaf:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use "
+                "a computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach().")
+        if flag:
+            _check_grad_dtype(self.dtype)
+        self._requires_grad = bool(flag)
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` in place and return self."""
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self):
+        return self._tape is None
+
+    @property
+    def grad(self):
+        if self._tape is not None and not self._retains_grad:
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its "
+                ".grad attribute won't be populated during autograd.backward(). If you indeed "
+                "want the .grad field to be populated for a non-leaf Tensor, use .retain_grad() "
+                "on the non-leaf Tensor.", UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            value = as_tensor(value)
+            if value.shape != self.shape:
+                raise RuntimeError(f"assigned grad has data of a different size: {tuple(value.shape)} "
+                                   f"vs {tuple(self.shape)}")
+        self._grad = value
+
+    @property
+    def grad_fn(self):
+        if self._tape is None:
+            return None
+        from .autograd import Node
+        self._tape, self._node = resolve(self._tape, self._node)
+        return Node(self._tape, self._node)
+
+    @property
+    def data(self):
+        """The same values, detached from the graph (shares memory)."""
+        return self.detach()
+
+    @property
+    def T(self):
+        return F.permute(self, tuple(range(self.ndim - 1, -1, -1)))
+
+    @property
+    def mT(self):
+        return F.transpose(self, -2, -1)
+
+    # ------------------------------------------------------------ autograd
+    def backward(self, gradient=None, retain_graph=None):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (seeded by ``gradient``).
+
+        >>> import numbagrad as ng
+        >>> x = ng.tensor([1.0, 2.0], requires_grad=True)
+        >>> (2 * x).backward(ng.tensor([1.0, 0.5]))
+        >>> x.grad
+        tensor([2., 1.])
+        """
+        from .autograd import backward
+        backward([self], None if gradient is None else [gradient], retain_graph)
+
+    def detach(self):
+        """A tensor with the same values (shared memory) and no history."""
+        return Tensor(self._data, version=self._version)
+
+    def detach_(self):
+        self._tape, self._node, self._requires_grad = None, -1, False
+        return self
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's ``.grad`` after backward."""
+        if self._tape is None:
+            return
+        self._tape, self._node = resolve(self._tape, self._node)
+        self._tape.retained[self._node] = self
+        self._retains_grad = True
+
+    @property
+    def retains_grad(self):
+        return self._retains_grad
+
+    # ------------------------------------------------------------ conversion
+    def numpy(self):
+        """The values as an ndarray sharing memory (PyTorch: detach first if it requires grad)."""
+        if self._requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        return self._data
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._data
+        if dtype is not None and a.dtype != dtype:
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def item(self):
+        """The single value as a Python number."""
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
+                               "to Scalar")
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iub" or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self._data.reshape(()).item())
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        suffixes = []
+        dt = self.dtype
+        if dt.kind == "f" and dt != _default[0] or dt.kind in "iu" and dt != np.int64 \
+                or dt.kind not in "fiub":
+            suffixes.append(f"dtype={dt.name}")
+        if self._tape is not None and grad_mode_name(self):
+            suffixes.append(f"grad_fn=<{grad_mode_name(self)}>")
+        elif self._requires_grad:
+            suffixes.append("requires_grad=True")
+        return tensor_repr(self._data, suffixes)
+
+    def __str__(self):
+        return self.__repr__()
+
+    def __format__(self, spec):
+        if self.ndim == 0 and spec:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
+    def to(self, dtype):
+        """A copy in ``dtype`` (differentiable between float dtypes)."""
+        return F.to_dtype(self, dtype)
+
+    def float(self):
+        return F.to_dtype(self, np.float32)
+
+    def double(self):
+        return F.to_dtype(self, np.float64)
+
+    def clone(self):
+        return F.clone(self)
+
+    def copy_(self, src):
+        return F.inplace(self, src, "copy")
+
+    def zero_(self):
+        """Fill with zeros in place."""
+        return F.inplace(self, 0.0, "copy")
+
+    def fill_(self, value):
+        return F.inplace(self, value, "copy")
+
+    # ------------------------------------------------------------ operators
+    def __add__(self, o): return F.add(self, o)
+    def __radd__(self, o): return F.add(o, self)
+    def __sub__(self, o): return F.sub(self, o)
+    def __rsub__(self, o): return F.sub(o, self)
+    def __mul__(self, o): return F.mul(self, o)
+    def __rmul__(self, o): return F.mul(o, self)
+    def __truediv__(self, o): return F.div(self, o)
+    def __rtruediv__(self, o): return F.div(o, self)
+    def __pow__(self, o): return F.pow(self, o)
+    def __rpow__(self, o): return F.pow(o, self)
+    def __matmul__(self, o): return F.matmul(self, o)
+    def __rmatmul__(self, o): return F.matmul(o, self)
+    def __neg__(self): return F.neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return F.abs(self)
+    def __iadd__(self, o): return F.inplace(self, o, "add")
+    def __isub__(self, o): return F.inplace(self, o, "sub")
+    def __imul__(self, o): return F.inplace(self, o, "mul")
+    def __itruediv__(self, o): return F.inplace(self, o, "div")
+    def __lt__(self, o): return F.compare(self, o, np.less)
+    def __le__(self, o): return F.compare(self, o, np.less_equal)
+    def __gt__(self, o): return F.compare(self, o, np.greater)
+    def __ge__(self, o): return F.compare(self, o, np.greater_equal)
+    def __eq__(self, o): return F.compare(self, o, np.equal)
+    def __ne__(self, o): return F.compare(self, o, np.not_equal)
+    def __getitem__(self, key): return F.index(self, key)
+    def __setitem__(self, key, value): F.setitem(self, key, value)
+
+    # ------------------------------------------------------------ methods mirroring functions
+    def add(self, o): return F.add(self, o)
+    def sub(self, o): return F.sub(self, o)
+    def mul(self, o): return F.mul(self, o)
+    def div(self, o): return F.div(self, o)
+    def pow(self, exponent): return F.pow(self, exponent)
+    def neg(self): return F.neg(self)
+    def exp(self): return F.exp(self)
+    def log(self): return F.log(self)
+    def sin(self): return F.sin(self)
+    def cos(self): return F.cos(self)
+    def tan(self): return F.tan(self)
+    def tanh(self): return F.tanh(self)
+    def sigmoid(self): return F.sigmoid(self)
+    def relu(self): return F.relu(self)
+    def sqrt(self): return F.sqrt(self)
+    def abs(self): return F.abs(self)
+    def clamp(self, min=None, max=None): return F.clamp(self, min, max)
+    clip = clamp
+    def matmul(self, o): return F.matmul(self, o)
+    def dot(self, o): return F.dot(self, o)
+    def maximum(self, o): return F.maximum(self, o)
+    def minimum(self, o): return F.minimum(self, o)
+    def sum(self, dim=None, keepdim=False, *, axis=None): return F.sum(self, dim, keepdim, axis=axis)
+    def mean(self, dim=None, keepdim=False, *, axis=None): return F.mean(self, dim, keepdim, axis=axis)
+    def max(self, dim=None, keepdim=False, *, axis=None): return F.max(self, dim, keepdim, axis=axis)
+    def min(self, dim=None, keepdim=False, *, axis=None): return F.min(self, dim, keepdim, axis=axis)
+    def logsumexp(self, dim, keepdim=False): return F.logsumexp(self, dim, keepdim)
+    def softmax(self, dim=-1): return F.softmax(self, dim)
+    def log_softmax(self, dim=-1): return F.log_softmax(self, dim)
+    def reshape(self, *shape): return F.reshape(self, *shape)
+    def view(self, *shape): return F.reshape(self, *shape, name="ViewBackward0")
+    def flatten(self, start_dim=0, end_dim=-1): return F.flatten(self, start_dim, end_dim)
+    def squeeze(self, dim=None): return F.squeeze(self, dim)
+    def unsqueeze(self, dim): return F.unsqueeze(self, dim)
+    def transpose(self, dim0, dim1): return F.transpose(self, dim0, dim1)
+    def permute(self, *dims): return F.permute(self, *dims)
+    def t(self): return F.transpose(self, 0, 1, name="TBackward0") if self.ndim == 2 else self
+    def expand(self, *shape): return F.expand(self, *shape)
+
+
+def grad_mode_name(t):
+    """The grad_fn name of a recorded tensor."""
+    tape, node = resolve(t._tape, t._node)
+    return tape.name(node)
+
+
+# ---------------------------------------------------------------- recording
+
+def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False):
+    """Wrap the eager result ``value`` of an op on ``inputs``; record it when grad is on.
+
+    ``alias`` makes the node share its first operand's storage (views).  This is
+    the only place where ops meet the tape.
+    """
+    if not grad_mode.is_grad_enabled():
+        return Tensor(value)
+    for x in inputs:
+        if x._requires_grad:
+            break
+    else:
+        return Tensor(value)
+    tape = _tape_for(inputs, value.dtype)
+    nodes = [_node_on(tape, x) for x in inputs]
+    k = tape.record(opcode, NAME_ID[name], nodes, value, consts, iparams,
+                    alias_of=nodes[0] if alias else None)
+    return Tensor(value, tape, k, True, inputs[0]._version if alias else None)
+
+
+def _tape_for(inputs, dtype):
+    """The tape an op on ``inputs`` records onto: theirs (merged if several) or a new one."""
+    found = None
+    for x in inputs:
+        if x._tape is not None:
+            x._tape, x._node = resolve(x._tape, x._node)
+            if found is None:
+                found = x._tape
+            elif x._tape is not found:
+                small, big = sorted((found, x._tape), key=len)
+                big.absorb(small)
+                found = big
+    if found is None:
+        return Tape(dtype)
+    if dtype == np.float64 and found.dtype != np.float64:
+        found.upcast(np.float64)
+    return found
+
+
+def _node_on(tape, x):
+    if x._tape is None:
+        return tape.leaf(x)
+    x._tape, x._node = resolve(x._tape, x._node)
+    return x._node
+
+
+def mark_modified(t):
+    """A tensor's values changed in place: bump its version; a recorded value is now stale."""
+    t._version[0] += 1
+    if t._tape is not None:
+        t._tape, t._node = resolve(t._tape, t._node)
+        t._tape.set_flag(t._node, DIRTY)
+
+
+def _dim(d, ndim):
+    """Normalise a dimension index, with PyTorch's error for one out of range."""
+    n = max(ndim, 1)
+    if not isinstance(d, numbers.Integral):
+        raise TypeError(f"dim must be an int, got {type(d).__name__}")
+    if not -n <= d < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], "
+                         f"but got {d})")
+    return d % n if ndim else 0
+
+
+# ---------------------------------------------------------------- creation
+
+def contiguous(a):
+    """``a`` in C order (np.ascontiguousarray would turn a 0-d array into 1-d)."""
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def _infer_dtype(a):
+    if a.dtype.kind == "f":
+        return a.dtype
+    if a.dtype.kind in "iu":
+        return np.dtype(np.int64) if a.dtype.kind == "i" or a.dtype.itemsize < 8 else a.dtype
+    if a.dtype.kind == "b":
+        return a.dtype
+    raise TypeError(f"can't convert data of dtype {a.dtype} to a tensor: only numbers are supported")
+
+
+def _to_array(data, dtype, copy):
+    if isinstance(data, Tensor):
+        a = data._data
+    elif isinstance(data, np.ndarray):
+        a = data
+    else:
+        if isinstance(data, (list, tuple)):
+            data = [d._data if isinstance(d, Tensor) else d for d in data]
+        try:
+            a = np.array(data)
+        except ValueError as e:
+            raise ValueError(f"can't make a tensor of ragged nested sequences: {e}") from None
+        if a.dtype == object or a.dtype.kind in "USVMm":
+            raise TypeError(f"can't convert {type(data).__name__} data to a tensor: "
+                            "only numbers and (nested) sequences of numbers are supported")
+        if a.dtype.kind == "f" and dtype is None:
+            a = a.astype(_default[0])
+    dt = np.dtype(dtype) if dtype is not None else _infer_dtype(a)
+    if copy:
+        return np.array(a, dtype=dt, order="C")
+    return contiguous(np.asarray(a, dtype=dt))
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """A new leaf tensor holding a copy of ``data`` (a number, nested list or ndarray).
+
+    Python floats become the default dtype (float64); ndarrays keep theirs.
+
+    >>> import numbagrad as ng
+    >>> ng.tensor([0.1, 1.0, 0.01, 1.01], dtype=ng.float32)
+    tensor([0.1000, 1.0000, 0.0100, 1.0100], dtype=float32)
+    """
+    a = _to_array(data, dtype, copy=True)
+    if requires_grad:
+        _check_grad_dtype(a.dtype)
+    return Tensor(a, requires_grad=bool(requires_grad))
+
+
+def as_tensor(data, dtype=None):
+    """A tensor sharing memory with ``data`` where it can (a Tensor is returned as is)."""
+    if isinstance(data, Tensor) and (dtype is None or data.dtype == np.dtype(dtype)):
+        return data
+    return Tensor(_to_array(data, dtype, copy=False))
+
+
+def from_numpy(a):
+    """A tensor sharing memory with the ndarray ``a``.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> a = np.zeros(2); t = ng.from_numpy(a); a[0] = 5; t
+    tensor([5., 0.])
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(a).__name__})")
+    _infer_dtype(a)
+    return Tensor(a)
+
+
+def _shape_arg(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list, Size)):
+        size = tuple(size[0])
+    for s in size:
+        if not isinstance(s, numbers.Integral) or isinstance(s, bool):
+            raise TypeError(f"size must be a sequence of ints, got {size!r}")
+        if s < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {s}: {list(size)}")
+    total = 1
+    for s in size:
+        total *= int(s)
+    if total > np.iinfo(np.int64).max // 8:
+        raise RuntimeError(f"size {list(size)} is too large: {total} elements")
+    return tuple(int(s) for s in size)
+
+
+def _factory(a, requires_grad):
+    if requires_grad:
+        _check_grad_dtype(a.dtype)
+    return Tensor(a, requires_grad=bool(requires_grad))
+
+
+_rng = [np.random.default_rng()]
+
+
+def manual_seed(seed):
+    """Seed the generator behind ``randn`` and ``rand``; returns it."""
+    _rng[0] = np.random.default_rng(seed)
+    return _rng[0]
+
+
+def _float_dtype(dtype):
+    dt = _default[0] if dtype is None else np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"expected a floating point dtype, got {dt}")
+    return dt
+
+
+def randn(*size, dtype=None, requires_grad=False, generator=None):
+    """Samples of the standard normal distribution.
+
+    >>> import numbagrad as ng
+    >>> ng.manual_seed(0); ng.randn(2, 3).shape  # doctest: +ELLIPSIS
+    Generator(...)
+    Size([2, 3])
+    """
+    dt = _float_dtype(dtype)
+    rng = generator or _rng[0]
+    return _factory(rng.standard_normal(_shape_arg(size)).astype(dt, copy=False), requires_grad)
+
+
+def rand(*size, dtype=None, requires_grad=False, generator=None):
+    """Samples of the uniform distribution on [0, 1)."""
+    dt = _float_dtype(dtype)
+    rng = generator or _rng[0]
+    return _factory(rng.random(_shape_arg(size)).astype(dt, copy=False), requires_grad)
+
+
+def zeros(*size, dtype=None, requires_grad=False):
+    """A tensor of zeros, ``zeros(2, 3)`` or ``zeros((2, 3))``."""
+    return _factory(np.zeros(_shape_arg(size), dtype=dtype or _default[0]), requires_grad)
+
+
+def ones(*size, dtype=None, requires_grad=False):
+    """A tensor of ones."""
+    return _factory(np.ones(_shape_arg(size), dtype=dtype or _default[0]), requires_grad)
+
+
+def full(size, fill_value, dtype=None, requires_grad=False):
+    """A tensor of shape ``size`` filled with ``fill_value``."""
+    if dtype is None:
+        dtype = _default[0] if isinstance(fill_value, float) else np.asarray(fill_value).dtype
+        dtype = _infer_dtype(np.empty(0, dtype))
+    return _factory(np.full(_shape_arg((size,)), fill_value, dtype=dtype), requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False):
+    return _factory(np.zeros(np.shape(t), dtype=dtype or as_tensor(t).dtype), requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False):
+    return _factory(np.ones(np.shape(t), dtype=dtype or as_tensor(t).dtype), requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad=False):
+    """Values from ``start`` to ``end`` (exclusive) by ``step``; ints unless any is a float.
+
+    >>> import numbagrad as ng
+    >>> ng.arange(3)
+    tensor([0, 1, 2])
+    """
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise RuntimeError("step must be nonzero")
+    if dtype is None:
+        isf = any(isinstance(v, float) for v in (start, end, step))
+        dtype = _default[0] if isf else np.int64
+    return _factory(np.arange(start, end, step).astype(dtype), requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, requires_grad=False):
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
+    return _factory(np.linspace(start, end, steps, dtype=_float_dtype(dtype)), requires_grad)
+
+
+def eye(n, m=None, dtype=None, requires_grad=False):
+    """The identity matrix (n x m)."""
+    return _factory(np.eye(n, m, dtype=dtype or _default[0]), requires_grad)
+
+
+from . import functions as F  # noqa: E402  (functions builds on Tensor)
