@@ -5,6 +5,7 @@ them), computes the value with NumPy, and calls ``record`` with the opcode
 and whatever the sweeps need (constants, layouts, index maps).
 """
 import builtins
+import math
 import numbers
 from collections import namedtuple
 
@@ -341,9 +342,9 @@ def _blocks(axes):
 
 
 def _layout(shape, lo, hi):
-    outer = int(np.prod(shape[:lo], dtype=np.int64))
-    n = int(np.prod(shape[lo:hi], dtype=np.int64))
-    inner = int(np.prod(shape[hi:], dtype=np.int64))
+    outer = math.prod(shape[:lo])
+    n = math.prod(shape[lo:hi])
+    inner = math.prod(shape[hi:])
     return outer, n, inner
 
 
@@ -354,7 +355,7 @@ def _reduce_chain(x, axes, keepdim, last_opcode, last_name, eager_last):
         axes = list(range(len(shape)))
     keep_shape = tuple(1 if d in axes else s for d, s in enumerate(shape))
     final_shape = keep_shape if keepdim else tuple(s for d, s in enumerate(shape) if d not in axes)
-    count = int(np.prod([shape[a] for a in axes], dtype=np.int64)) if axes else 1
+    count = math.prod([shape[a] for a in axes]) if axes else 1
     runs = _blocks(axes) if axes else [[0, 0]]
     cur, t = shape, x
     for r, (lo, hi) in enumerate(runs):
@@ -518,7 +519,7 @@ def _shape_from(args, numel):
     shape = [int(s) for s in args]
     if shape.count(-1) > 1:
         raise RuntimeError("only one dimension can be inferred")
-    known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+    known = math.prod([s for s in shape if s != -1])
     if -1 in shape:
         if known == 0 or numel % known:
             raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
@@ -551,7 +552,7 @@ def flatten(x, start_dim=0, end_dim=-1):
     s, e = _dim(start_dim, x.ndim), _dim(end_dim, x.ndim)
     if s > e:
         raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
-    shape = x.shape[:s] + (int(np.prod(x.shape[s:e + 1], dtype=np.int64)),) + x.shape[e + 1:]
+    shape = x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:]
     return reshape(x, shape)
 
 
@@ -764,7 +765,7 @@ def matmul(a, b):
         name = {(1, 1): "DotBackward0", (2, 1): "MvBackward0"}.get((a.ndim, b.ndim), "MmBackward0")
         params = (1, m, k, n, 0, 0)
     elif b.ndim <= 2:  # a batch of matrices times one matrix: one product of the stacked rows
-        name, params = "MmBackward0", (1, int(np.prod(a.shape[:-1], dtype=np.int64)), k, n, 0, 0)
+        name, params = "MmBackward0", (1, math.prod(a.shape[:-1]), k, n, 0, 0)
     else:
         batch_a = tuple(a.shape[:-2]) if a.ndim > 2 else ()
         batch_b = tuple(b.shape[:-2])
@@ -773,7 +774,7 @@ def matmul(a, b):
             a = expand(a, batch + tuple(a.shape[-2:]))
         if batch_b != batch:
             b = expand(b, batch + tuple(b.shape[-2:]))
-        nb = int(np.prod(batch, dtype=np.int64))
+        nb = math.prod(batch)
         name, params = "BmmBackward0", (nb, m, k, n, int(a.ndim > 2), 1)
     av = a._data if a.dtype == dt else a._data.astype(dt)
     bv = b._data if b.dtype == dt else b._data.astype(dt)

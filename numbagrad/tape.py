@@ -23,6 +23,7 @@ from array import array
 from collections import namedtuple
 
 import numpy as np
+from numba import types
 from numba.typed import List
 
 from .ops import LEAF, NAMES, OPS
@@ -92,7 +93,8 @@ class Tape:
         """The chunks as a Numba typed list (built once, extended as chunks are added)."""
         tc = self._typed_chunks
         if tc is None:
-            tc = self._typed_chunks = List()
+            item = types.float32[::1] if self.dtype == np.float32 else types.float64[::1]
+            tc = self._typed_chunks = List.empty_list(item)
         for c in self.chunks[len(tc):]:
             tc.append(c)
         return tc

@@ -6,6 +6,7 @@ in PyTorch.  When grad mode is on and an op has an operand that requires grad,
 (``_tape``, ``_node``).  Leaves have no tape; they are recorded on a tape the
 first time an op uses them.
 """
+import math
 import numbers
 import warnings
 
@@ -53,7 +54,7 @@ class Size(tuple):
         return f"Size({list(self)})"
 
     def numel(self):
-        return int(np.prod(self, dtype=np.int64))
+        return math.prod(self)
 
 
 def _check_grad_dtype(dtype):
