@@ -1,0 +1,74 @@
+"""Whole-function derivatives in the style of ``torch.autograd.functional``, built on ``trace``.
+
+Each function records ``func`` once at ``inputs`` (``numbagrad.trace``) and runs the Numba
+sweeps over the recording.  ``inputs`` is a tensor, an ndarray or a number, or a tuple of them;
+results come back as Tensors when the inputs were Tensors, as ndarrays otherwise, and as one
+object for a single (non-tuple) input, a tuple for a tuple of inputs.
+
+>>> import numpy as np, numbagrad as ng
+>>> ng.functional.jacobian(lambda x: x ** 2, np.array([1.0, 2.0]))
+array([[2., 0.],
+       [0., 4.]])
+"""
+import numpy as np
+
+from .tensor import Tensor
+from .trace import Traced
+
+__all__ = ["jacobian", "vjp"]
+
+
+def _inputs(inputs):
+    is_tuple = isinstance(inputs, (tuple, list))
+    xs = tuple(inputs) if is_tuple else (inputs,)
+    as_tensors = any(isinstance(x, Tensor) for x in xs)
+    return xs, is_tuple, as_tensors
+
+
+def _wrap(a, as_tensors):
+    if not as_tensors:
+        return a
+    return Tensor(np.asarray(a))
+
+
+def jacobian(func, inputs):
+    """The Jacobian of ``func`` at ``inputs``: for each input, an array of shape
+    ``output.shape + input.shape`` (a tuple of them for a tuple of inputs).
+
+    One forward sweep, then one reverse sweep per output element, spread over threads.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> J = ng.functional.jacobian(lambda x, y: x * y, (np.array([1.0, 2.0]), np.array([3.0, 4.0])))
+    >>> J[0]
+    array([[3., 0.],
+           [0., 4.]])
+    """
+    xs, is_tuple, as_tensors = _inputs(inputs)
+    traced = Traced(func, *xs)
+    jac = traced.jacobian(*xs)
+    jac = jac if isinstance(jac, tuple) else (jac,)
+    jac = tuple(_wrap(j, as_tensors) for j in jac)
+    return jac if is_tuple else jac[0]
+
+
+def vjp(func, inputs, v=None):
+    """``(func(inputs), v^T J)``: the output and the vector-Jacobian product, shaped like the
+    inputs.  ``v`` may be left out for a single-element output.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> out, g = ng.functional.vjp(lambda x: x * x, np.array([1.0, 2.0]), np.array([1.0, 1.0]))
+    >>> out, g
+    (array([1., 4.]), array([2., 4.]))
+    """
+    xs, is_tuple, as_tensors = _inputs(inputs)
+    traced = Traced(func, *xs)
+    if v is None:
+        if traced._out_size != 1:
+            raise RuntimeError("The vector v can only be None if the user-provided function "
+                               "returns a single Tensor with a single element.")
+        v = np.ones(traced.out_shape, dtype=traced.dtype)
+    grads = traced.vjp(xs, v)
+    value = traced(*xs)
+    value = _wrap(value, as_tensors)
+    grads = tuple(_wrap(g, as_tensors) for g in grads)
+    return value, (grads if is_tuple else grads[0])

@@ -1,0 +1,524 @@
+"""Record once, replay many: ``trace(f, *example_args)`` turns one eager run of ``f`` into a tape
+that the Numba sweeps replay at new inputs without running any Python per op.
+
+>>> import numpy as np, numbagrad as ng
+>>> f = ng.trace(lambda x: (x * x).sum(), np.ones(3))
+>>> f(np.array([1.0, 2.0, 3.0]))
+14.0
+>>> f.grad(np.array([1.0, 2.0, 3.0]))
+array([2., 4., 6.])
+
+How a replay works:
+
+1. ``f`` runs once eagerly on leaf tensors made from the example arguments; the output's tape is
+   the recording.  Leaves of that tape that are not the arguments are constants (captured data):
+   their recorded values are kept as they are.
+2. The recording is given a *replay layout*: every node gets its own slot in one flat value
+   buffer (views too, which alias their operand eagerly; in replay the reshape kernel copies, so
+   no slot is ever shared and the layout is the same for every call).  The initial buffer image
+   holds every value of the recording, so constants are already in place.
+3. A call writes the arguments into their leaf slots and runs ``forward_sweep`` over the tape;
+   a gradient then runs ``reverse_sweep`` with adjoint offsets planned once, at trace time.
+
+Shapes, dtypes and control flow are fixed by the recording: a replay at arguments of another
+shape raises ``ValueError``, and a Python branch on values takes the branch of the example.
+"""
+import inspect
+import threading
+
+import numpy as np
+from numba import njit, prange
+from numba.typed import List
+
+from . import grad_mode
+from .ops import LEAF, NAMES
+from .sweeps import plan_adjoints, reverse_sweep, forward_sweep, PAR_MIN, REQUIRES_GRAD
+from .tape import Tape, TapeArrays, resolve
+from .tensor import Tensor, as_tensor
+
+__all__ = ["trace", "Traced", "value_and_grad"]
+
+# par_min for sweeps run inside our own prange loops: every kernel then takes its serial branch,
+# so no parallel region is ever launched from inside another one.
+SERIAL = 1 << 62
+
+
+# ---------------------------------------------------------------- Numba drivers
+
+@njit(parallel=True, cache=True)
+def _jacobian_rows(t, chunks, adj_off, total, out_node, src, dst, jac, nblocks):
+    """Row r of ``jac`` is the gradient of output element r: one reverse sweep per row.
+
+    The values in ``chunks`` were computed by one forward sweep and are only read here, so the
+    rows share them; each block of rows has its own adjoint buffer.  ``src``/``dst`` say where
+    each input element's adjoint sits in the buffer and which column of ``jac`` it adds to (an
+    argument recorded as several leaf nodes adds all of them).
+    """
+    m = jac.shape[0]
+    o = adj_off[out_node]
+    for b in prange(nblocks):
+        adj = np.zeros(total, dtype=jac.dtype)
+        for r in range(b, m, nblocks):
+            adj[:] = 0.0
+            adj[o + r] = 1.0
+            reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL)
+            for j in range(len(src)):
+                jac[r, dst[j]] += adj[src[j]]
+
+
+@njit(parallel=True, cache=True)
+def _batch_rows(t, init, X, in_off, adj_off, total, out_node, src, dst, vals, grads, nblocks):
+    """Value and gradient of a scalar output at each row of ``X``, one forward and one reverse
+    sweep per row, rows spread over threads.
+
+    Each block of rows has a private copy of the value buffer ``init`` and its own adjoint
+    buffer.  ``in_off`` are the value offsets of the argument's leaf nodes (a row is written into
+    each); ``src``/``dst`` map adjoint positions to columns of ``grads`` as in ``_jacobian_rows``.
+    """
+    B, n = X.shape
+    vo = t.val_off[out_node]
+    o = adj_off[out_node]
+    for b in prange(nblocks):
+        buf = init.copy()
+        chunks = List()
+        chunks.append(buf)
+        adj = np.zeros(max(total, 1), dtype=init.dtype)
+        for r in range(b, B, nblocks):
+            # kernels overwrite every non-leaf slot, so only the input slots need writing
+            for q in range(len(in_off)):
+                for j in range(n):
+                    buf[in_off[q] + j] = X[r, j]
+            forward_sweep(t, chunks, 0, out_node + 1, SERIAL)
+            vals[r] = buf[vo]
+            if o >= 0:
+                adj[:] = 0.0
+                adj[o] = 1.0
+                reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL)
+                for j in range(len(src)):
+                    grads[r, dst[j]] += adj[src[j]]
+
+
+def _nblocks(m):
+    import numba
+    return max(1, min(m, 4 * numba.get_num_threads()))
+
+
+# ---------------------------------------------------------------- the recording, as shown
+
+class TraceTape:
+    """The replay tape of a ``Traced``: the ``TapeArrays`` columns as attributes.
+
+    ``len(tape)`` is its number of nodes; ``str(tape)`` lists one op per line.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> f = ng.trace(lambda x: (x * 2).sum(), np.ones(3))
+    >>> len(f.tape)
+    3
+    """
+
+    def __init__(self, arrays, dtype, input_names):
+        self._arrays = arrays
+        self.dtype = np.dtype(dtype)
+        self._input_names = input_names   # node -> argument name
+        for name in TapeArrays._fields:
+            setattr(self, name, getattr(arrays, name))
+
+    def __len__(self):
+        return len(self.opcodes)
+
+    def operands(self, k):
+        return [int(a) for a in self.args[self.arg_ptr[k]:self.arg_ptr[k + 1]]]
+
+    def shape(self, k):
+        return tuple(int(s) for s in self.shapes[self.shape_ptr[k]:self.shape_ptr[k + 1]])
+
+    def name(self, k):
+        if self.opcodes[k] == LEAF:
+            if k in self._input_names:
+                return f"Input {self._input_names[k]}"
+            return "Constant"
+        return NAMES[self.name_ids[k]]
+
+    def __str__(self):
+        lines = [f"TraceTape: {len(self)} nodes, {self.dtype}"]
+        for k in range(len(self)):
+            lines.append(f"{k:5d}  {self.name(k):<22s} {str(self.operands(k)):<16s} "
+                         f"{self.shape(k)}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<TraceTape of {len(self)} nodes, {self.dtype}>"
+
+
+# ---------------------------------------------------------------- tracing
+
+def _example_array(a, name):
+    """An example argument as an ndarray of the dtype its leaf will have."""
+    if isinstance(a, Tensor):
+        a = a._data
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"argument {name}: expected an array or number, got {type(a).__name__}")
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)   # ints, bools, float16: the default float dtype
+    return np.array(arr, order="C")  # a copy: the caller's array is not the leaf's storage
+
+
+def _arg_names(f, n):
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for i in range(n):
+        if i < len(params) and params[i].kind in (params[i].POSITIONAL_ONLY,
+                                                  params[i].POSITIONAL_OR_KEYWORD):
+            names.append(params[i].name)
+        else:
+            names.append(f"args[{i}]")
+    return names
+
+
+class Traced:
+    """A function recorded once by ``trace`` and replayed by the Numba sweeps.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> f = ng.trace(lambda x, y: (x * y).sum(), np.ones(2), np.ones(2))
+    >>> f(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    11.0
+    >>> f.grad(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    (array([3., 4.]), array([1., 2.]))
+    """
+
+    def __init__(self, f, *example_args):
+        self.__name__ = getattr(f, "__name__", "traced")
+        self.arg_names = _arg_names(f, len(example_args))
+        examples = [_example_array(a, nm) for a, nm in zip(example_args, self.arg_names)]
+        leaves = [Tensor(a, requires_grad=True) for a in examples]
+        with grad_mode.enable_grad():
+            out = f(*leaves)
+        if not isinstance(out, Tensor):
+            out = as_tensor(out)
+        if out.dtype.kind != "f":
+            raise TypeError(f"trace: f must return a floating point tensor, got {out.dtype}")
+        if out._tape is None:
+            # a leaf (an argument returned as is, or a constant): a tape of that one node
+            tape = Tape(out.dtype)
+            node = tape.leaf(out)
+        else:
+            tape, node = resolve(out._tape, out._node)
+        arrays = tape.arrays()
+        n = len(arrays.opcodes)
+        # which leaf nodes hold each argument (one argument can be several leaf nodes when the
+        # graphs it was recorded on were merged)
+        in_nodes = [[] for _ in leaves]
+        for k, tensor, _ in tape.leaves:
+            for i, leaf in enumerate(leaves):
+                if tensor is leaf:
+                    in_nodes[i].append(int(k))
+        sizes = arrays.sizes
+        offsets = np.zeros(n, dtype=np.int64)
+        if n > 1:
+            np.cumsum(sizes[:-1], out=offsets[1:])
+        init = np.empty(int(sizes.sum()), dtype=tape.dtype)
+        for k in range(n):
+            init[offsets[k]:offsets[k] + sizes[k]] = tape.value(k)
+        replay = arrays._replace(
+            flags=(arrays.flags & REQUIRES_GRAD).astype(np.int8),
+            val_chunk=np.zeros(n, dtype=np.int32), val_off=offsets)
+        self._setup(replay, init, in_nodes, int(node), tuple(out.shape),
+                    [a.shape for a in examples], [a.dtype for a in examples])
+
+    def _setup(self, replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes):
+        """Everything a replay needs, from plain arrays (shared by __init__ and unpickling)."""
+        self._t = replay
+        self._init = init
+        self.dtype = init.dtype
+        self._in_nodes = [list(map(int, ns)) for ns in in_nodes]
+        self._out_node = out_node
+        self.out_shape = tuple(out_shape)
+        self.arg_shapes = [tuple(s) for s in arg_shapes]
+        self.arg_dtypes = [np.dtype(d) for d in arg_dtypes]
+        self._out_size = int(np.prod(self.out_shape, dtype=np.int64))
+        adj_off, total, _, _, _ = plan_adjoints(replay, np.array([out_node], dtype=np.int64))
+        self._adj_off, self._total = adj_off, int(total)
+        # where each argument's gradient sits in the adjoint buffer: (adjoint offset) per node
+        self._in_adj = [[int(adj_off[k]) for k in ns if adj_off[k] >= 0] for ns in in_nodes]
+        self._local = threading.local()
+        names = {}
+        for i, ns in enumerate(self._in_nodes):
+            for k in ns:
+                names[k] = self.arg_names[i]
+        self.tape = TraceTape(replay, self.dtype, names)
+
+    # ------------------------------------------------------------ pickling
+
+    def __getstate__(self):
+        return {
+            "tape": {name: getattr(self._t, name) for name in TapeArrays._fields},
+            "init": self._init, "in_nodes": self._in_nodes, "out_node": self._out_node,
+            "out_shape": self.out_shape, "arg_shapes": self.arg_shapes,
+            "arg_dtypes": [d.str for d in self.arg_dtypes], "arg_names": self.arg_names,
+            "name": self.__name__,
+        }
+
+    def __setstate__(self, state):
+        self.__name__ = state["name"]
+        self.arg_names = list(state["arg_names"])
+        self._setup(TapeArrays(**state["tape"]), state["init"], state["in_nodes"],
+                    state["out_node"], state["out_shape"], state["arg_shapes"],
+                    state["arg_dtypes"])
+
+    # ------------------------------------------------------------ replay
+
+    def _check(self, args):
+        """The arguments as arrays of the traced shapes and the tape's dtype."""
+        if len(args) != len(self.arg_shapes):
+            raise TypeError(f"{self.__name__} was traced with {len(self.arg_shapes)} "
+                            f"argument(s), got {len(args)}")
+        out = []
+        for a, name, shape, dtype in zip(args, self.arg_names, self.arg_shapes, self.arg_dtypes):
+            if isinstance(a, Tensor):
+                a = a._data
+            arr = np.asarray(a)
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(f"argument {name}: expected a numeric array, got dtype "
+                                 f"{arr.dtype}")
+            if arr.shape != shape:
+                raise ValueError(f"argument {name}: expected shape {shape}, got {arr.shape} "
+                                 "(the trace is for fixed shapes; trace again for new ones)")
+            if arr.dtype.kind == "f" and arr.dtype != dtype:
+                raise ValueError(f"argument {name}: expected dtype {dtype}, got {arr.dtype}")
+            out.append(arr)
+        return out
+
+    def _buffers(self):
+        """This thread's value buffer (as a one-chunk typed list) and adjoint buffer."""
+        loc = self._local
+        if getattr(loc, "buf", None) is None:
+            loc.buf = np.empty_like(self._init)
+            loc.chunks = List([loc.buf])
+            loc.adj = np.zeros(max(self._total, 1), dtype=self.dtype)
+        return loc.buf, loc.chunks, loc.adj
+
+    def _forward(self, arrs):
+        buf, chunks, adj = self._buffers()
+        buf[:] = self._init
+        for arr, nodes in zip(arrs, self._in_nodes):
+            flat = arr.reshape(-1)
+            for k in nodes:
+                o = self._t.val_off[k]
+                buf[o:o + flat.size] = flat
+        forward_sweep(self._t, chunks, 0, self._out_node + 1, PAR_MIN)
+        return buf, chunks, adj
+
+    def _value(self, buf):
+        o = self._t.val_off[self._out_node]
+        v = buf[o:o + self._out_size]
+        if not self.out_shape:
+            return float(v[0])
+        return v.reshape(self.out_shape).copy()
+
+    def _reverse(self, chunks, adj, seed):
+        adj[:] = 0
+        grads = [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
+        o = self._adj_off[self._out_node]
+        if o < 0:
+            return grads  # the output does not depend on any argument
+        adj[o:o + self._out_size] = seed
+        reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
+        for g, offs in zip(grads, self._in_adj):
+            for a in offs:
+                g += adj[a:a + g.size].reshape(g.shape)
+        return grads
+
+    @staticmethod
+    def _pack(grads):
+        return grads[0] if len(grads) == 1 else tuple(grads)
+
+    def __call__(self, *args):
+        """The value of ``f`` at ``args`` (an ndarray, or a float for a 0-d output)."""
+        buf, _, _ = self._forward(self._check(args))
+        return self._value(buf)
+
+    def value_and_grad(self, *args):
+        """``(f(*args), grad(*args))`` from one forward and one reverse sweep.
+
+        >>> import numpy as np, numbagrad as ng
+        >>> ng.trace(lambda x: (x ** 3).sum(), np.ones(2)).value_and_grad(np.array([1.0, 2.0]))
+        (9.0, array([ 3., 12.]))
+        """
+        if self._out_size != 1:
+            raise RuntimeError("grad can be implicitly created only for scalar outputs; use vjp "
+                               "or jacobian")
+        buf, chunks, adj = self._forward(self._check(args))
+        value = self._value(buf)
+        if not isinstance(value, float):
+            value = value.reshape(()).item() if value.size == 1 else value
+        return value, self._pack(self._reverse(chunks, adj, 1.0))
+
+    def grad(self, *args):
+        """The gradient of a scalar ``f`` at ``args``: an ndarray per argument (a tuple for
+        several).
+
+        >>> import numpy as np, numbagrad as ng
+        >>> ng.trace(lambda x: (x * x).sum(), np.ones(2)).grad(np.array([1.0, -1.0]))
+        array([ 2., -2.])
+        """
+        return self.value_and_grad(*args)[1]
+
+    def vjp(self, args, v):
+        """The vector-Jacobian product ``v^T J`` at ``args`` (a tuple), ``v`` shaped like the
+        output; a tuple with one array per argument.
+
+        >>> import numpy as np, numbagrad as ng
+        >>> f = ng.trace(lambda x: x * x, np.ones(2))
+        >>> f.vjp((np.array([1.0, 2.0]),), np.array([1.0, 10.0]))
+        (array([ 2., 40.]),)
+        """
+        if not isinstance(args, (tuple, list)):
+            args = (args,)
+        v = np.asarray(v._data if isinstance(v, Tensor) else v)
+        if v.shape != self.out_shape:
+            raise ValueError(f"v: expected the output's shape {self.out_shape}, got {v.shape}")
+        _, chunks, adj = self._forward(self._check(args))
+        return tuple(self._reverse(chunks, adj, v.reshape(-1)))
+
+    def jacobian(self, *args):
+        """The Jacobian at ``args``: shape ``out.shape + arg.shape`` (a tuple for several
+        arguments).  One forward sweep, then one reverse sweep per output element, in parallel.
+
+        >>> import numpy as np, numbagrad as ng
+        >>> ng.trace(lambda x: x * x, np.ones(2)).jacobian(np.array([1.0, 2.0]))
+        array([[2., 0.],
+               [0., 4.]])
+        """
+        arrs = self._check(args)
+        buf, _, _ = self._forward(arrs)
+        m = self._out_size
+        widths = [int(np.prod(s, dtype=np.int64)) for s in self.arg_shapes]
+        cols = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+        jac = np.zeros((m, int(cols[-1])), dtype=self.dtype)
+        src, dst = self._src_dst(range(len(arrs)), cols)
+        if self._adj_off[self._out_node] >= 0 and m > 0:
+            # the rows read the values but never write them: one private copy shared by all
+            chunks = List([buf.copy()])
+            _jacobian_rows(self._t, chunks, self._adj_off, self._total, self._out_node, src,
+                           dst, jac, _nblocks(m))
+        out = []
+        for i, (s, d) in enumerate(zip(self.arg_shapes, self.arg_dtypes)):
+            out.append(jac[:, cols[i]:cols[i + 1]].reshape(self.out_shape + s).astype(d))
+        return self._pack(out)
+
+    def _src_dst(self, which, cols):
+        src, dst = [], []
+        for i in which:
+            w = int(cols[i + 1] - cols[i])
+            for a in self._in_adj[i]:
+                src.append(np.arange(a, a + w, dtype=np.int64))
+                dst.append(np.arange(cols[i], cols[i] + w, dtype=np.int64))
+        if not src:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(src), np.concatenate(dst)
+
+    def grad_batch(self, X):
+        """Gradients of a scalar one-argument ``f`` at each row of ``X`` (shape ``(B,) +
+        arg.shape``), rows in parallel; returns an array shaped like ``X``.
+
+        >>> import numpy as np, numbagrad as ng
+        >>> f = ng.trace(lambda x: (x * x).sum(), np.ones(2))
+        >>> f.grad_batch(np.array([[1.0, 2.0], [3.0, 4.0]]))
+        array([[2., 4.],
+               [6., 8.]])
+        """
+        return self.value_and_grad_batch(X)[1]
+
+    def value_and_grad_batch(self, X):
+        """``(values, grads)`` of a scalar one-argument ``f`` at each row of ``X``."""
+        if len(self.arg_shapes) != 1:
+            raise TypeError("grad_batch is for functions of one argument")
+        if self._out_size != 1:
+            raise RuntimeError("grad_batch needs a scalar output")
+        X = np.asarray(X._data if isinstance(X, Tensor) else X)
+        shape, name = self.arg_shapes[0], self.arg_names[0]
+        if X.ndim != len(shape) + 1 or X.shape[1:] != shape:
+            raise ValueError(f"argument {name}: expected a batch of shape (B,) + {shape}, got "
+                             f"{X.shape}")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"argument {name}: expected a numeric array, got dtype {X.dtype}")
+        if X.dtype.kind == "f" and X.dtype != self.arg_dtypes[0]:
+            raise ValueError(f"argument {name}: expected dtype {self.arg_dtypes[0]}, got "
+                             f"{X.dtype}")
+        B = X.shape[0]
+        w = int(np.prod(shape, dtype=np.int64))
+        X2 = np.ascontiguousarray(X.reshape(B, w), dtype=self.dtype)
+        vals = np.zeros(B, dtype=self.dtype)
+        grads = np.zeros((B, w), dtype=self.dtype)
+        if B:
+            in_off = np.array([self._t.val_off[k] for k in self._in_nodes[0]], dtype=np.int64)
+            src, dst = self._src_dst([0], np.array([0, w], dtype=np.int64))
+            _batch_rows(self._t, self._init, X2, in_off, self._adj_off, self._total,
+                        self._out_node, src, dst, vals, grads, _nblocks(B))
+        return vals, grads.reshape(X.shape).astype(self.arg_dtypes[0], copy=False)
+
+    def __repr__(self):
+        args = ", ".join(f"{n}: {d}{list(s)}" for n, s, d in
+                         zip(self.arg_names, self.arg_shapes, self.arg_dtypes))
+        return f"<Traced {self.__name__}({args}) -> {list(self.out_shape)}, {len(self.tape)} nodes>"
+
+
+def trace(f, *example_args):
+    """Record ``f`` once at ``example_args`` (ndarrays or numbers) for fast replay.
+
+    Returns a ``Traced``: call it for the value, ``.grad``, ``.value_and_grad``, ``.vjp``,
+    ``.jacobian`` and ``.grad_batch`` for derivatives; ``.tape`` shows the recording.  Arguments
+    keep float32/float64; ints and Python numbers become float64.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> rosen = ng.trace(lambda x: (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum(),
+    ...                  np.zeros(3))
+    >>> rosen.grad(np.ones(3))
+    array([0., 0., 0.])
+    """
+    return Traced(f, *example_args)
+
+
+def _key(a):
+    """What a trace is specific to: an argument's shape and the dtype its leaf gets."""
+    if isinstance(a, Tensor):
+        a = a._data
+    if isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64):
+        return a.shape, a.dtype
+    return np.shape(a), _example_array(a, "argument").dtype
+
+
+def value_and_grad(f, argnums=0):
+    """``f`` as a function returning ``(value, gradient)``, traced on the first call and
+    replayed after (traced again when an argument's shape or dtype changes).  Plugs into
+    ``scipy.optimize.minimize(fun, x0, jac=True)``.
+
+    ``argnums`` (an int or a tuple) picks the arguments differentiated; the value is a float.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> fg = ng.value_and_grad(lambda x: (x * x).sum())
+    >>> fg(np.array([1.0, 2.0]))
+    (5.0, array([2., 4.]))
+    """
+    single = isinstance(argnums, int)
+    picks = (argnums,) if single else tuple(argnums)
+    cache = {}
+
+    def fg(*args):
+        key = tuple(_key(a) for a in args)
+        traced = cache.get(key)
+        if traced is None:
+            traced = cache[key] = Traced(f, *args)
+        value, grads = traced.value_and_grad(*args)
+        if len(args) == 1:
+            grads = (grads,)
+        chosen = tuple(grads[i] for i in picks)
+        return float(value), (chosen[0] if single else chosen)
+
+    fg.__name__ = getattr(f, "__name__", "value_and_grad")
+    fg.__doc__ = f"value and gradient of {fg.__name__} (numbagrad.value_and_grad)"
+    return fg
