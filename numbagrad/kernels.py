@@ -10,11 +10,24 @@ node has at least ``par_min`` elements; below that the parallel start-up costs
 more than it saves.
 
 Adjoint offsets are -1 for nodes that carry no gradient; a kernel skips them.
+
+Beside each family's forward (``_fwd``) and reverse (``_vjp``) rule sit its
+forward-mode rule (``_jvp``: the op's tangent from its operands' tangents, in
+a buffer ``tan`` with per-node offsets ``tan_off``) and its forward-over-reverse
+rule (``_hvp``: the tangent ``adjdot`` of the operands' adjoints, given the
+op's adjoint ``adj``, its tangent-of-adjoint ``adjdot`` and the operands'
+tangents).  An ``_hvp`` rule is the ``_vjp`` rule applied to ``adjdot`` plus a
+curvature term ``adj * (d Jacobian along the tangent)``; ops whose Jacobian does
+not depend on their inputs (where, sum, mean, max, min, reshape, gather, cat) have
+no curvature, so the sweep runs their ``_vjp`` kernel on ``adjdot``.  A tangent
+offset of -1 means a zero tangent; a ``_jvp`` kernel assigns (never accumulates)
+the op's whole tangent.  ``tan`` and ``adjdot`` have the values' dtype.
 """
 import numpy as np
 from numba import njit, prange, literally
 
-from .ops import SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, binary_f, binary_da, binary_db
+from .ops import (SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, unary_dd, binary_f,
+                  binary_da, binary_db, binary_dd)
 
 jit = njit(cache=True)
 pjit = njit(cache=True, parallel=True)
@@ -139,6 +152,58 @@ def unary_vjp(op, t, chunks, adj, adj_off, i, par_min):
             adj[gx + j] += adj[go + j] * unary_d(op, xv[xo + j], yv[yo + j], c0, c1)
 
 
+@pjit
+def unary_jvp(op, t, chunks, tan, tan_off, i, par_min):
+    literally(op)
+    ty = tan_off[i]
+    if ty < 0:
+        return
+    x = arg(t, i, 0)
+    tx = tan_off[x]
+    n = t.sizes[i]
+    if tx < 0:
+        tan[ty: ty + n] = 0.0
+        return
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    c0, c1 = const(t, i, 0), const(t, i, 1)
+    if n >= par_min:
+        for j in prange(n):
+            tan[ty + j] = unary_d(op, xv[xo + j], yv[yo + j], c0, c1) * tan[tx + j]
+    else:
+        for j in range(n):
+            tan[ty + j] = unary_d(op, xv[xo + j], yv[yo + j], c0, c1) * tan[tx + j]
+
+
+@pjit
+def unary_hvp(op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+    literally(op)
+    x = arg(t, i, 0)
+    gx = adj_off[x]
+    if gx < 0:
+        return
+    go = adj_off[i]
+    tx = tan_off[x]
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    c0, c1 = const(t, i, 0), const(t, i, 1)
+    n = t.sizes[i]
+    if n >= par_min:
+        for j in prange(n):
+            _unary_hvp_at(op, j, xv[xo + j], yv[yo + j], c0, c1, tan, tx, adj, adjdot, gx, go)
+    else:
+        for j in range(n):
+            _unary_hvp_at(op, j, xv[xo + j], yv[yo + j], c0, c1, tan, tx, adj, adjdot, gx, go)
+
+
+@inline
+def _unary_hvp_at(op, j, x, y, c0, c1, tan, tx, adj, adjdot, gx, go):
+    h = adjdot[go + j] * unary_d(op, x, y, c0, c1)
+    if tx >= 0:
+        h += adj[go + j] * unary_dd(op, x, y, c0, c1) * tan[tx + j]
+    adjdot[gx + j] += h
+
+
 # ---------------------------------------------------------------- binary elementwise
 
 @pjit
@@ -203,6 +268,89 @@ def _binary_vjp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, adj, ga, gb, go):
         adj[gb + jb] += g * binary_db(op, x, z, y)
 
 
+@pjit
+def binary_jvp(op, t, chunks, tan, tan_off, i, par_min):
+    literally(op)
+    to = tan_off[i]
+    if to < 0:
+        return
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    ta, tb = tan_off[a], tan_off[b]
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    out_shape = shape_of(t, i)
+    ma, pa, sa = broadcast_map(out_shape, shape_of(t, a))
+    mb, pb, sb = broadcast_map(out_shape, shape_of(t, b))
+    n = t.sizes[i]
+    if ma == 0 and mb == 0:
+        if n >= par_min:
+            for j in prange(n):
+                _binary_jvp_at(op, j, j, j, av, ao, bv, bo, yv, yo, tan, ta, tb, to)
+        else:
+            for j in range(n):
+                _binary_jvp_at(op, j, j, j, av, ao, bv, bo, yv, yo, tan, ta, tb, to)
+    else:  # serial, as binary_fwd: bidx rebinds its index argument, which prange forbids
+        for j in range(n):
+            ja = bidx(j, ma, pa, out_shape, sa)
+            jb = bidx(j, mb, pb, out_shape, sb)
+            _binary_jvp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, tan, ta, tb, to)
+
+
+@inline
+def _binary_jvp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, tan, ta, tb, to):
+    x, z, y = av[ao + ja], bv[bo + jb], yv[yo + j]
+    s = 0.0
+    if ta >= 0:
+        s += binary_da(op, x, z, y) * tan[ta + ja]
+    if tb >= 0:
+        s += binary_db(op, x, z, y) * tan[tb + jb]
+    tan[to + j] = s
+
+
+@pjit
+def binary_hvp(op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+    literally(op)
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    ga, gb, go = adj_off[a], adj_off[b], adj_off[i]
+    ta, tb = tan_off[a], tan_off[b]
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    out_shape = shape_of(t, i)
+    ma, pa, sa = broadcast_map(out_shape, shape_of(t, a))
+    mb, pb, sb = broadcast_map(out_shape, shape_of(t, b))
+    n = t.sizes[i]
+    if ma == 0 and mb == 0:
+        if n >= par_min:
+            for j in prange(n):
+                _binary_hvp_at(op, j, j, j, av, ao, bv, bo, yv, yo, tan, ta, tb,
+                               adj, adjdot, ga, gb, go)
+        else:
+            for j in range(n):
+                _binary_hvp_at(op, j, j, j, av, ao, bv, bo, yv, yo, tan, ta, tb,
+                               adj, adjdot, ga, gb, go)
+    else:
+        for j in range(n):  # serial: a broadcast operand's slot takes many elements
+            ja = bidx(j, ma, pa, out_shape, sa)
+            jb = bidx(j, mb, pb, out_shape, sb)
+            _binary_hvp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, tan, ta, tb,
+                           adj, adjdot, ga, gb, go)
+
+
+@inline
+def _binary_hvp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, tan, ta, tb, adj, adjdot, ga, gb, go):
+    g, gd = adj[go + j], adjdot[go + j]
+    x, z, y = av[ao + ja], bv[bo + jb], yv[yo + j]
+    daa, dab, dbb = binary_dd(op, x, z, y)
+    va = tan[ta + ja] if ta >= 0 else 0.0
+    vb = tan[tb + jb] if tb >= 0 else 0.0
+    if ga >= 0:
+        adjdot[ga + ja] += gd * binary_da(op, x, z, y) + g * (daa * va + dab * vb)
+    if gb >= 0:
+        adjdot[gb + jb] += gd * binary_db(op, x, z, y) + g * (dab * va + dbb * vb)
+
+
 # ---------------------------------------------------------------- where(cond, b, c)
 
 @jit
@@ -239,6 +387,26 @@ def where_vjp(t, chunks, adj, adj_off, i):
                 adj[g1 + bidx(j, m1, p1, out_shape, s1)] += adj[go + j]
         elif g2 >= 0:
             adj[g2 + bidx(j, m2, p2, out_shape, s2)] += adj[go + j]
+
+
+@jit
+def where_jvp(t, chunks, tan, tan_off, i):
+    # the hvp rule is where_vjp on adjdot: the choice does not move with the operands
+    to = tan_off[i]
+    if to < 0:
+        return
+    out_shape = shape_of(t, i)
+    k0, k1, k2 = arg(t, i, 0), arg(t, i, 1), arg(t, i, 2)
+    t1, t2 = tan_off[k1], tan_off[k2]
+    cv, co = chunks[t.val_chunk[k0]], t.val_off[k0]
+    m0, p0, s0 = broadcast_map(out_shape, shape_of(t, k0))
+    m1, p1, s1 = broadcast_map(out_shape, shape_of(t, k1))
+    m2, p2, s2 = broadcast_map(out_shape, shape_of(t, k2))
+    for j in range(t.sizes[i]):
+        if cv[co + bidx(j, m0, p0, out_shape, s0)] != 0:
+            tan[to + j] = tan[t1 + bidx(j, m1, p1, out_shape, s1)] if t1 >= 0 else 0.0
+        else:
+            tan[to + j] = tan[t2 + bidx(j, m2, p2, out_shape, s2)] if t2 >= 0 else 0.0
 
 
 # ---------------------------------------------------------------- reductions over (outer, n, inner)
@@ -375,6 +543,161 @@ def _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, o, l, n, inner, scale, spli
             adj[gb + k * inner] += adj[ob + k * inner] - np.exp(yv[yb + k * inner]) * s
 
 
+@pjit
+def reduce_jvp(t, chunks, tan, tan_off, i, par_min):
+    ty = tan_off[i]
+    if ty < 0:
+        return
+    x = arg(t, i, 0)
+    tx = tan_off[x]
+    if tx < 0:
+        tan[ty: ty + t.sizes[i]] = 0.0
+        return
+    op = t.opcodes[i]
+    p = iparams_of(t, i)
+    outer, n, inner = p[0], p[1], p[2]
+    split = len(p) > 3 and p[3] != 0
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    scale = const(t, i, 0)
+    m = outer * inner
+    if m * n >= par_min and m > 1:
+        for r in prange(m):
+            _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, r // inner, r % inner, n, inner,
+                            scale, split)
+    else:
+        for r in range(m):
+            _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, r // inner, r % inner, n, inner,
+                            scale, split)
+
+
+@inline
+def _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, o, l, n, inner, scale, split):
+    xb = xo + o * n * inner + l          # x[o, 0, l]
+    tb = tx + o * n * inner + l          # tangent of x[o, 0, l]
+    r = o * inner + l                    # the reduced row's slot
+    if op == SUM or op == MEAN:
+        s = 0.0
+        for k in range(n):
+            s += tan[tb + k * inner]
+        tan[ty + r] = s / scale if op == MEAN else s
+    elif op == MAX or op == MIN:  # the transpose of reduce_vjp's choice: first extremum or tie mean
+        y = yv[yo + r]
+        s = 0.0
+        if split:
+            count = 0
+            for k in range(n):
+                if xv[xb + k * inner] == y:
+                    count += 1
+                    s += tan[tb + k * inner]
+            if count > 0:
+                s = s / count
+        else:
+            for k in range(n):
+                v = xv[xb + k * inner]
+                if v == y or (v != v and y != y):
+                    s = tan[tb + k * inner]
+                    break
+        tan[ty + r] = s
+    elif op == LOGSUMEXP:  # dy = sum(softmax * dx)
+        y = yv[yo + r]
+        s = 0.0
+        for k in range(n):
+            s += np.exp(xv[xb + k * inner] - y) * tan[tb + k * inner]
+        tan[ty + r] = s
+    elif op == SOFTMAX:  # dy = y * (dx - sum(y * dx))
+        yb = yo + o * n * inner + l
+        ob = ty + o * n * inner + l
+        s = 0.0
+        for k in range(n):
+            s += yv[yb + k * inner] * tan[tb + k * inner]
+        for k in range(n):
+            tan[ob + k * inner] = yv[yb + k * inner] * (tan[tb + k * inner] - s)
+    else:  # LOG_SOFTMAX: dy = dx - sum(softmax * dx)
+        yb = yo + o * n * inner + l
+        ob = ty + o * n * inner + l
+        s = 0.0
+        for k in range(n):
+            s += np.exp(yv[yb + k * inner]) * tan[tb + k * inner]
+        for k in range(n):
+            tan[ob + k * inner] = tan[tb + k * inner] - s
+
+
+@pjit
+def reduce_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+    x = arg(t, i, 0)
+    gx = adj_off[x]
+    if gx < 0:
+        return
+    op = t.opcodes[i]
+    p = iparams_of(t, i)
+    outer, n, inner = p[0], p[1], p[2]
+    split = len(p) > 3 and p[3] != 0
+    go = adj_off[i]
+    tx = tan_off[x]
+    curved = tx >= 0 and op >= LOGSUMEXP   # sum, mean, max and min are linear in x
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    scale = const(t, i, 0)
+    m = outer * inner
+    if m * n >= par_min and m > 1:
+        for r in prange(m):
+            o, l = r // inner, r % inner
+            _reduce_row_vjp(op, xv, xo, yv, yo, adjdot, gx, go, o, l, n, inner, scale, split)
+            if curved:
+                _reduce_row_curvature(op, xv, xo, yv, yo, tan, tx, adj, adjdot, gx, go, o, l, n,
+                                      inner)
+    else:
+        for r in range(m):
+            o, l = r // inner, r % inner
+            _reduce_row_vjp(op, xv, xo, yv, yo, adjdot, gx, go, o, l, n, inner, scale, split)
+            if curved:
+                _reduce_row_curvature(op, xv, xo, yv, yo, tan, tx, adj, adjdot, gx, go, o, l, n,
+                                      inner)
+
+
+@inline
+def _reduce_row_curvature(op, xv, xo, yv, yo, tan, tx, adj, adjdot, gx, go, o, l, n, inner):
+    # adj_y times the change of the row's Jacobian along the tangent (adj held fixed)
+    xb = xo + o * n * inner + l
+    tb = tx + o * n * inner + l
+    gb = gx + o * n * inner + l
+    if op == LOGSUMEXP:  # gx = g * p, p = softmax(x): d gx = g * p * (dx - sum(p * dx))
+        r = o * inner + l
+        y = yv[yo + r]
+        g = adj[go + r]
+        s = 0.0
+        for k in range(n):
+            s += np.exp(xv[xb + k * inner] - y) * tan[tb + k * inner]
+        for k in range(n):
+            adjdot[gb + k * inner] += g * np.exp(xv[xb + k * inner] - y) * (tan[tb + k * inner] - s)
+    elif op == SOFTMAX:  # gx = y * (g - sum(g * y)): d gx = dy * (g - sum(g * y)) - y * sum(g * dy)
+        yb = yo + o * n * inner + l
+        ob = go + o * n * inner + l
+        st = 0.0
+        sg = 0.0
+        for k in range(n):
+            st += yv[yb + k * inner] * tan[tb + k * inner]
+            sg += adj[ob + k * inner] * yv[yb + k * inner]
+        sgd = 0.0
+        for k in range(n):
+            sgd += adj[ob + k * inner] * yv[yb + k * inner] * (tan[tb + k * inner] - st)
+        for k in range(n):
+            y = yv[yb + k * inner]
+            dy = y * (tan[tb + k * inner] - st)
+            adjdot[gb + k * inner] += dy * (adj[ob + k * inner] - sg) - y * sgd
+    else:  # LOG_SOFTMAX: gx = g - p * sum(g): d gx = -p * (dx - sum(p * dx)) * sum(g)
+        yb = yo + o * n * inner + l
+        ob = go + o * n * inner + l
+        st = 0.0
+        sg = 0.0
+        for k in range(n):
+            st += np.exp(yv[yb + k * inner]) * tan[tb + k * inner]
+            sg += adj[ob + k * inner]
+        for k in range(n):
+            adjdot[gb + k * inner] -= np.exp(yv[yb + k * inner]) * (tan[tb + k * inner] - st) * sg
+
+
 # ---------------------------------------------------------------- reshape, gather, cat
 
 @jit
@@ -404,6 +727,20 @@ def copy_vjp(t, adj, adj_off, i, par_min):
 
 
 @jit
+def copy_jvp(t, tan, tan_off, i):
+    # reshape, clone and dtype copies are linear: the hvp rule is copy_vjp on adjdot
+    ty = tan_off[i]
+    if ty < 0:
+        return
+    tx = tan_off[arg(t, i, 0)]
+    n = t.sizes[i]
+    if tx < 0:
+        tan[ty: ty + n] = 0.0
+    else:
+        tan[ty: ty + n] = tan[tx: tx + n]
+
+
+@jit
 def gather_fwd(t, chunks, i):
     x = arg(t, i, 0)
     xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
@@ -422,6 +759,20 @@ def gather_vjp(t, adj, adj_off, i):
     idx = iparams_of(t, i)
     for j in range(t.sizes[i]):  # serial: an index may repeat
         adj[gx + idx[j]] += adj[go + j]
+
+
+@jit
+def gather_jvp(t, tan, tan_off, i):
+    ty = tan_off[i]
+    if ty < 0:
+        return
+    tx = tan_off[arg(t, i, 0)]
+    if tx < 0:
+        tan[ty: ty + t.sizes[i]] = 0.0
+        return
+    idx = iparams_of(t, i)
+    for j in range(t.sizes[i]):
+        tan[ty + j] = tan[tx + idx[j]]
 
 
 # CAT iparams: outer, inner, then each operand's length along the axis.
@@ -464,6 +815,26 @@ def cat_vjp(t, adj, adj_off, i):
         start += w
 
 
+@jit
+def cat_jvp(t, tan, tan_off, i):
+    to = tan_off[i]
+    if to < 0:
+        return
+    p = iparams_of(t, i)
+    outer, inner = p[0], p[1]
+    total = 0
+    for r in range(2, len(p)):
+        total += p[r]
+    start = 0
+    for r in range(len(p) - 2):
+        tx = tan_off[arg(t, i, r)]
+        w = p[2 + r] * inner
+        for o in range(outer):
+            for j in range(w):
+                tan[to + o * total * inner + start + j] = tan[tx + o * w + j] if tx >= 0 else 0.0
+        start += w
+
+
 # ---------------------------------------------------------------- matmul
 # iparams: batch, m, k, n, a_batched, b_batched.  a is (m, k), b is (k, n) per batch.
 
@@ -499,3 +870,48 @@ def matmul_vjp(t, chunks, adj, adj_off, i):
             A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
             s = gb + q * sb * k * n
             adj[s: s + k * n] += np.dot(A.T, G).ravel()
+
+
+@jit
+def matmul_jvp(t, chunks, tan, tan_off, i):
+    to = tan_off[i]
+    if to < 0:
+        return
+    p = iparams_of(t, i)
+    batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    ta, tb = tan_off[a], tan_off[b]
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    for q in range(batch):  # dY = dA @ B + A @ dB
+        s = to + q * m * n
+        tan[s: s + m * n] = 0.0
+        if ta >= 0:
+            dA = tan[ta + q * sa * m * k: ta + (q * sa + 1) * m * k].reshape((m, k))
+            B = bv[bo + q * sb * k * n: bo + (q * sb + 1) * k * n].reshape((k, n))
+            tan[s: s + m * n] += np.dot(dA, B).ravel()
+        if tb >= 0:
+            A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
+            dB = tan[tb + q * sb * k * n: tb + (q * sb + 1) * k * n].reshape((k, n))
+            tan[s: s + m * n] += np.dot(A, dB).ravel()
+
+
+@jit
+def matmul_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i):
+    """dGa = dG @ B.T + G @ dB.T and dGb = A.T @ dG + dA.T @ G (G the adjoint, d its tangent)."""
+    matmul_vjp(t, chunks, adjdot, adj_off, i)  # the dG terms
+    p = iparams_of(t, i)
+    batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    ga, gb, go = adj_off[a], adj_off[b], adj_off[i]
+    ta, tb = tan_off[a], tan_off[b]
+    for q in range(batch):
+        G = adj[go + q * m * n: go + (q + 1) * m * n].reshape((m, n))
+        if ga >= 0 and tb >= 0:
+            dB = tan[tb + q * sb * k * n: tb + (q * sb + 1) * k * n].reshape((k, n))
+            s = ga + q * sa * m * k
+            adjdot[s: s + m * k] += np.dot(G, dB.T).ravel()
+        if gb >= 0 and ta >= 0:
+            dA = tan[ta + q * sa * m * k: ta + (q * sa + 1) * m * k].reshape((m, k))
+            s = gb + q * sb * k * n
+            adjdot[s: s + k * n] += np.dot(dA.T, G).ravel()

@@ -2,7 +2,9 @@
 
 ``reverse_sweep`` walks the tape backwards accumulating adjoints (backward,
 ``grad``, VJPs); ``forward_sweep`` recomputes every value from the leaves
-(replay).  The dispatch is one line per opcode; the rules live in ``ops.py``
+(replay); ``tangent_sweep`` pushes tangents forward (JVPs, forward mode) and
+``hvp_sweep`` pushes the tangents of the adjoints backward (forward-over-reverse:
+Hessian-vector products).  The dispatch is one line per opcode; the rules live in ``ops.py``
 (scalar formulas) and ``kernels.py`` (loops).
 """
 import numpy as np
@@ -70,9 +72,9 @@ def plan_adjoints(t, seed_nodes):
 
 
 @njit(cache=True)
-def reverse_sweep(t, chunks, adj, adj_off, top, par_min):
-    """Accumulate adjoints from node ``top`` down to the leaves (seeds already in ``adj``)."""
-    for i in range(top, -1, -1):
+def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom=0):
+    """Accumulate adjoints from node ``top`` down to ``bottom`` (seeds already in ``adj``)."""
+    for i in range(top, bottom - 1, -1):
         if adj_off[i] < 0:
             continue
         op = t.opcodes[i]
@@ -149,3 +151,133 @@ def forward_sweep(t, chunks, start, stop, par_min):
         elif op == GATHER: K.gather_fwd(t, chunks, i)
         elif op == CAT: K.cat_fwd(t, chunks, i)
         elif op == MATMUL: K.matmul_fwd(t, chunks, i)
+
+
+@njit(cache=True)
+def plan_tangents(t, seed_nodes, stop):
+    """Give each of nodes 0..stop-1 that depends on a seed node a slot in one tangent buffer.
+
+    Returns (tan_off, total): tan_off[k] is where node k's tangent starts in a
+    buffer of ``total`` elements, -1 for nodes whose tangent is zero.  The seeds
+    are the leaves whose tangents the caller writes before ``tangent_sweep``.
+    """
+    n = len(t.opcodes)
+    tan_off = np.full(n, -1, dtype=np.int64)
+    has = np.zeros(n, dtype=np.bool_)
+    for s in seed_nodes:
+        has[s] = True
+    total = 0
+    for i in range(stop):
+        if not has[i] and t.opcodes[i] != LEAF:
+            for p in range(t.arg_ptr[i], t.arg_ptr[i + 1]):
+                if has[t.args[p]]:
+                    has[i] = True
+                    break
+        if has[i]:
+            tan_off[i] = total
+            total += t.sizes[i]
+    return tan_off, total
+
+
+@njit(cache=True)
+def tangent_sweep(t, chunks, tan, tan_off, start, stop, par_min):
+    """Forward mode: the tangent of ops start..stop-1 from their operands' tangents (JVPs).
+
+    ``chunks`` hold every node's value (as after the eager pass or
+    ``forward_sweep``).  Node k's tangent is ``tan[tan_off[k]:tan_off[k] + sizes[k]]``;
+    ``tan_off[k] == -1`` means a zero tangent, and such nodes are skipped (an op
+    whose operand has a tangent must have a slot: ``plan_tangents`` gives one).
+    Leaves' tangents are the caller's seeds and are left as they are; every other
+    op with a slot gets its tangent assigned.  ``tan`` has the values' dtype.
+    """
+    for i in range(start, stop):
+        if tan_off[i] < 0:
+            continue
+        op = t.opcodes[i]
+        if op == LEAF: continue
+        elif op == NEG: K.unary_jvp(NEG, t, chunks, tan, tan_off, i, par_min)
+        elif op == EXP: K.unary_jvp(EXP, t, chunks, tan, tan_off, i, par_min)
+        elif op == LOG: K.unary_jvp(LOG, t, chunks, tan, tan_off, i, par_min)
+        elif op == SIN: K.unary_jvp(SIN, t, chunks, tan, tan_off, i, par_min)
+        elif op == COS: K.unary_jvp(COS, t, chunks, tan, tan_off, i, par_min)
+        elif op == TAN: K.unary_jvp(TAN, t, chunks, tan, tan_off, i, par_min)
+        elif op == TANH: K.unary_jvp(TANH, t, chunks, tan, tan_off, i, par_min)
+        elif op == SIGMOID: K.unary_jvp(SIGMOID, t, chunks, tan, tan_off, i, par_min)
+        elif op == RELU: K.unary_jvp(RELU, t, chunks, tan, tan_off, i, par_min)
+        elif op == SQRT: K.unary_jvp(SQRT, t, chunks, tan, tan_off, i, par_min)
+        elif op == ABS: K.unary_jvp(ABS, t, chunks, tan, tan_off, i, par_min)
+        elif op == ADD_C: K.unary_jvp(ADD_C, t, chunks, tan, tan_off, i, par_min)
+        elif op == MUL_C: K.unary_jvp(MUL_C, t, chunks, tan, tan_off, i, par_min)
+        elif op == DIV_C: K.unary_jvp(DIV_C, t, chunks, tan, tan_off, i, par_min)
+        elif op == POW_C: K.unary_jvp(POW_C, t, chunks, tan, tan_off, i, par_min)
+        elif op == RSUB_C: K.unary_jvp(RSUB_C, t, chunks, tan, tan_off, i, par_min)
+        elif op == RDIV_C: K.unary_jvp(RDIV_C, t, chunks, tan, tan_off, i, par_min)
+        elif op == RPOW_C: K.unary_jvp(RPOW_C, t, chunks, tan, tan_off, i, par_min)
+        elif op == CLAMP: K.unary_jvp(CLAMP, t, chunks, tan, tan_off, i, par_min)
+        elif op == ADD: K.binary_jvp(ADD, t, chunks, tan, tan_off, i, par_min)
+        elif op == SUB: K.binary_jvp(SUB, t, chunks, tan, tan_off, i, par_min)
+        elif op == MUL: K.binary_jvp(MUL, t, chunks, tan, tan_off, i, par_min)
+        elif op == DIV: K.binary_jvp(DIV, t, chunks, tan, tan_off, i, par_min)
+        elif op == POW: K.binary_jvp(POW, t, chunks, tan, tan_off, i, par_min)
+        elif op == MAXIMUM: K.binary_jvp(MAXIMUM, t, chunks, tan, tan_off, i, par_min)
+        elif op == MINIMUM: K.binary_jvp(MINIMUM, t, chunks, tan, tan_off, i, par_min)
+        elif op == WHERE: K.where_jvp(t, chunks, tan, tan_off, i)
+        elif SUM <= op <= LOG_SOFTMAX: K.reduce_jvp(t, chunks, tan, tan_off, i, par_min)
+        elif op == RESHAPE: K.copy_jvp(t, tan, tan_off, i)
+        elif op == GATHER: K.gather_jvp(t, tan, tan_off, i)
+        elif op == CAT: K.cat_jvp(t, tan, tan_off, i)
+        elif op == MATMUL: K.matmul_jvp(t, chunks, tan, tan_off, i)
+
+
+@njit(cache=True)
+def hvp_sweep(t, chunks, tan, tan_off, adj, adjdot, adj_off, top, par_min):
+    """Forward-over-reverse: the tangent of every adjoint, from node ``top`` down to the leaves.
+
+    Takes the values (``chunks``), the tangents from ``tangent_sweep``
+    (``tan``, ``tan_off``), and the *finished* adjoints of a ``reverse_sweep``
+    from the same seeds (``adj``, ``adj_off`` from ``plan_adjoints``).
+    ``adjdot`` has ``adj``'s layout (same ``adj_off``) and holds the seeds'
+    adjoint tangents (usually zero); every op adds
+    ``J^T adjdot_y + (dJ/dt)^T adj_y`` into its operands' slots.
+
+    With ``f`` scalar, adj seed 1 at its node, adjdot seed 0 and the tangent
+    ``v`` on input leaf x, x's slot of ``adjdot`` ends as H(f) v.  In general a
+    leaf's slot is d/dt of (J(x + t v)^T w) at t = 0, w the adjoint seed.
+    """
+    for i in range(top, -1, -1):
+        if adj_off[i] < 0:
+            continue
+        op = t.opcodes[i]
+        if op == LEAF: continue
+        elif op == NEG: K.unary_hvp(NEG, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == EXP: K.unary_hvp(EXP, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == LOG: K.unary_hvp(LOG, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == SIN: K.unary_hvp(SIN, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == COS: K.unary_hvp(COS, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == TAN: K.unary_hvp(TAN, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == TANH: K.unary_hvp(TANH, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == SIGMOID: K.unary_hvp(SIGMOID, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == RELU: K.unary_hvp(RELU, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == SQRT: K.unary_hvp(SQRT, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == ABS: K.unary_hvp(ABS, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == ADD_C: K.unary_hvp(ADD_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == MUL_C: K.unary_hvp(MUL_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == DIV_C: K.unary_hvp(DIV_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == POW_C: K.unary_hvp(POW_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == RSUB_C: K.unary_hvp(RSUB_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == RDIV_C: K.unary_hvp(RDIV_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == RPOW_C: K.unary_hvp(RPOW_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == CLAMP: K.unary_hvp(CLAMP, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == ADD: K.binary_hvp(ADD, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == SUB: K.binary_hvp(SUB, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == MUL: K.binary_hvp(MUL, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == DIV: K.binary_hvp(DIV, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == POW: K.binary_hvp(POW, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == MAXIMUM: K.binary_hvp(MAXIMUM, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == MINIMUM: K.binary_hvp(MINIMUM, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == WHERE: K.where_vjp(t, chunks, adjdot, adj_off, i)
+        elif SUM <= op <= LOG_SOFTMAX: K.reduce_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == RESHAPE: K.copy_vjp(t, adjdot, adj_off, i, par_min)
+        elif op == GATHER: K.gather_vjp(t, adjdot, adj_off, i)
+        elif op == CAT: K.cat_vjp(t, adjdot, adj_off, i)
+        elif op == MATMUL: K.matmul_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i)
