@@ -1,0 +1,197 @@
+"""trace: a recording replayed by the sweeps must agree with running the function eagerly."""
+import pickle
+
+import numpy as np
+import pytest
+
+import numbagrad as ng
+from numbagrad.trace import trace, value_and_grad
+from numbagrad import functional
+
+
+def eager(f, *arrays):
+    """Value and gradients of a scalar f by the eager path (record + backward)."""
+    ts = [ng.tensor(a, requires_grad=True) for a in arrays]
+    out = f(*ts)
+    grads = ng.grad(out, ts, allow_unused=True)
+    return out.item(), [np.zeros_like(a) if g is None else g.numpy() for a, g in zip(arrays, grads)]
+
+
+def elementwise(x):
+    return (ng.sin(x) * ng.exp(-x ** 2) + ng.sigmoid(x) * ng.tanh(x)
+            - ng.log(1 + x * x) + ng.sqrt(ng.abs(x) + 1) / (2 + ng.cos(x))).sum()
+
+
+def rosenbrock(x):
+    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+
+
+def _mlp_data():
+    rng = np.random.default_rng(7)
+    return rng.standard_normal((16, 4)), rng.standard_normal((16, 1))
+
+
+X_DATA, Y_DATA = _mlp_data()
+
+
+def mlp_loss(W1, W2):
+    X, y = ng.tensor(X_DATA), ng.tensor(Y_DATA)     # captured constants
+    h = ng.tanh(X @ W1)
+    return ((h @ W2 - y) ** 2).mean()
+
+
+def two_args(x, y):
+    return (x * ng.exp(y) + (x - y) ** 2).sum() / (1 + (y * y).sum())
+
+
+@pytest.mark.parametrize("f, shapes", [
+    (elementwise, [(7,)]),
+    (rosenbrock, [(6,)]),
+    (mlp_loss, [(4, 8), (8, 1)]),
+    (two_args, [(3,), (3,)]),
+])
+def test_replay_matches_eager(f, shapes, rng):
+    f_t = trace(f, *[rng.standard_normal(s) for s in shapes])
+    for _ in range(3):
+        xs = [rng.standard_normal(s) for s in shapes]
+        value, grads = eager(f, *xs)
+        assert f_t(*xs) == pytest.approx(value, rel=1e-12, abs=1e-12)
+        g = f_t.grad(*xs)
+        g = g if isinstance(g, tuple) else (g,)
+        assert len(g) == len(shapes)
+        for gi, ei in zip(g, grads):
+            np.testing.assert_allclose(gi, ei, rtol=1e-10, atol=1e-12)
+        v2, g2 = f_t.value_and_grad(*xs)
+        assert v2 == pytest.approx(value, rel=1e-12, abs=1e-12)
+
+
+def test_tape_dump_and_len(rng):
+    f_t = trace(rosenbrock, np.zeros(4))
+    assert len(f_t.tape) == len(f_t.tape.opcodes)
+    text = str(f_t.tape)
+    assert "Input x" in text and "SumBackward0" in text and "PowBackward0" in text
+    assert len(text.splitlines()) == len(f_t.tape) + 1
+
+
+def test_unused_argument_and_constant_output():
+    f_t = trace(lambda x, y: (x * 2).sum(), np.ones(3), np.ones(2))
+    gx, gy = f_t.grad(np.arange(3.0), np.ones(2))
+    np.testing.assert_array_equal(gx, [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(gy, [0.0, 0.0])
+    ident = trace(lambda x: x, np.ones(3))
+    np.testing.assert_array_equal(ident(np.arange(3.0)), [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(ident.jacobian(np.arange(3.0)), np.eye(3))
+
+
+def test_vjp_of_vector_output(rng):
+    def g(x):
+        return ng.sin(x) * x + ng.sqrt(ng.abs(x) + 1)
+    x0 = rng.standard_normal(5)
+    f_t = trace(g, x0)
+    x, v = rng.standard_normal(5), rng.standard_normal(5)
+    xt = ng.tensor(x, requires_grad=True)
+    g(xt).backward(ng.tensor(v))
+    (vjp,) = f_t.vjp((x,), v)
+    np.testing.assert_allclose(vjp, xt.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(f_t(x), g(ng.tensor(x)).numpy(), rtol=1e-14)
+    out, vjp2 = functional.vjp(g, x, v)
+    np.testing.assert_allclose(vjp2, vjp)
+    np.testing.assert_allclose(out, f_t(x))
+
+
+def _fd_jacobian(f, x, eps=1e-6):
+    cols = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[j] = eps
+        cols.append((f(x + e) - f(x - e)) / (2 * eps))
+    return np.stack(cols, axis=-1)
+
+
+def test_jacobian_vs_finite_differences(rng):
+    A = rng.standard_normal((3, 4))
+
+    def h(x):
+        return ng.tanh(ng.tensor(A) @ x) + x[:3] * (x * x).sum()
+
+    f_t = trace(h, rng.standard_normal(4))
+    x = rng.standard_normal(4)
+    J = f_t.jacobian(x)
+    assert J.shape == (3, 4)
+    np.testing.assert_allclose(J, _fd_jacobian(f_t, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(functional.jacobian(h, x), J, rtol=1e-12)
+    # two arguments: one Jacobian each, and Tensors in give Tensors out
+    Jx, Jy = functional.jacobian(lambda a, b: a * b.sum(), (ng.tensor(x), ng.tensor(x[:2])))
+    assert isinstance(Jx, ng.Tensor) and Jx.shape == (4, 4) and Jy.shape == (4, 2)
+    np.testing.assert_allclose(Jy.numpy(), np.repeat(x[:, None], 2, axis=1))
+
+
+def test_grad_batch_equals_loop(rng):
+    f_t = trace(rosenbrock, np.zeros(5))
+    X = rng.standard_normal((64, 5))
+    G = f_t.grad_batch(X)
+    assert G.shape == X.shape
+    expected = np.stack([f_t.grad(x) for x in X])
+    np.testing.assert_allclose(G, expected, rtol=1e-12)
+    vals, _ = f_t.value_and_grad_batch(X)
+    np.testing.assert_allclose(vals, [f_t(x) for x in X], rtol=1e-12)
+    with pytest.raises(ValueError, match="x"):
+        f_t.grad_batch(np.zeros((4, 6)))
+
+
+def test_scipy_bfgs_rosenbrock():
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    fg = value_and_grad(rosenbrock)
+    x0 = np.zeros(10)     # (-1.2, 1, ...) would lead BFGS to the local minimum near x0 = -1
+    res = scipy_optimize.minimize(fg, x0, jac=True, method="BFGS", options={"gtol": 1e-8})
+    assert res.success
+    np.testing.assert_allclose(res.x, np.ones(10), atol=1e-5)
+    np.testing.assert_allclose(res.jac, scipy_optimize.rosen_der(res.x), rtol=1e-10, atol=1e-12)
+    # a new shape traces again
+    v, g = fg(np.ones(3))
+    assert v == 0.0 and g.shape == (3,)
+
+
+def test_value_and_grad_argnums(rng):
+    fg = value_and_grad(two_args, argnums=(0, 1))
+    x, y = rng.standard_normal(3), rng.standard_normal(3)
+    v, (gx, gy) = fg(x, y)
+    ev, (ex, ey) = eager(two_args, x, y)
+    assert v == pytest.approx(ev)
+    np.testing.assert_allclose(gx, ex, rtol=1e-12)
+    np.testing.assert_allclose(gy, ey, rtol=1e-12)
+    v1, g1 = value_and_grad(two_args, argnums=1)(x, y)
+    np.testing.assert_allclose(g1, ey, rtol=1e-12)
+
+
+def test_pickle_round_trip(rng):
+    f_t = trace(mlp_loss, rng.standard_normal((4, 8)), rng.standard_normal((8, 1)))
+    W1, W2 = rng.standard_normal((4, 8)), rng.standard_normal((8, 1))
+    g = f_t.grad(W1, W2)
+    f2 = pickle.loads(pickle.dumps(f_t))
+    g2 = f2.grad(W1, W2)
+    for a, b in zip(g, g2):
+        np.testing.assert_array_equal(a, b)
+    assert f2(W1, W2) == f_t(W1, W2)
+    assert str(f2.tape) == str(f_t.tape)
+
+
+def test_argument_checks():
+    f_t = trace(rosenbrock, np.zeros(4))
+    with pytest.raises(ValueError, match=r"argument x: expected shape \(4,\)"):
+        f_t(np.zeros(5))
+    with pytest.raises(ValueError, match="argument x: expected dtype float64"):
+        f_t.grad(np.zeros(4, dtype=np.float32))
+    with pytest.raises(TypeError):
+        f_t(np.zeros(4), np.zeros(4))
+    assert f_t(np.ones(4, dtype=np.int64)) == 0.0   # integers are cast
+
+
+def test_float32_trace_keeps_dtype(rng):
+    x0 = rng.standard_normal(5).astype(np.float32)
+    f_t = trace(elementwise, x0)
+    x = rng.standard_normal(5).astype(np.float32)
+    g = f_t.grad(x)
+    assert g.dtype == np.float32
+    _, (ge,) = eager(elementwise, x)
+    np.testing.assert_allclose(g, ge, rtol=1e-5, atol=1e-6)
