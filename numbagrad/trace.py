@@ -41,6 +41,8 @@ __all__ = ["trace", "Traced", "value_and_grad"]
 # par_min for sweeps run inside our own prange loops: every kernel then takes its serial branch,
 # so no parallel region is ever launched from inside another one.
 SERIAL = 1 << 62
+# jacobian and grad_batch spread their rows over threads from this many rows on
+PARALLEL_ROWS = 16
 
 
 # ---------------------------------------------------------------- Numba drivers
@@ -394,13 +396,22 @@ class Traced:
                [0., 4.]])
         """
         arrs = self._check(args)
-        buf, _, _ = self._forward(arrs)
+        buf, chunks, adj = self._forward(arrs)
         m = self._out_size
         widths = [int(np.prod(s, dtype=np.int64)) for s in self.arg_shapes]
         cols = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
         jac = np.zeros((m, int(cols[-1])), dtype=self.dtype)
         src, dst = self._src_dst(range(len(arrs)), cols)
-        if self._adj_off[self._out_node] >= 0 and m > 0:
+        if m < PARALLEL_ROWS:
+            # a few rows: starting a parallel region costs more than the sweeps themselves
+            seed = np.zeros(m, dtype=self.dtype)
+            for r in range(m):
+                seed[:] = 0
+                seed[r] = 1
+                grads = self._reverse(chunks, adj, seed)
+                for i, g in enumerate(grads):
+                    jac[r, cols[i]:cols[i + 1]] = g.reshape(-1)
+        elif self._adj_off[self._out_node] >= 0:
             # the rows read the values but never write them: one private copy shared by all
             chunks = List([buf.copy()])
             _jacobian_rows(self._t, chunks, self._adj_off, self._total, self._out_node, src,
@@ -454,7 +465,12 @@ class Traced:
         X2 = np.ascontiguousarray(X.reshape(B, w), dtype=self.dtype)
         vals = np.zeros(B, dtype=self.dtype)
         grads = np.zeros((B, w), dtype=self.dtype)
-        if B:
+        if 0 < B < PARALLEL_ROWS:
+            for r in range(B):
+                v, g = self.value_and_grad(X[r])
+                vals[r] = v
+                grads[r] = g.reshape(-1)
+        elif B:
             in_off = np.array([self._t.val_off[k] for k in self._in_nodes[0]], dtype=np.int64)
             src, dst = self._src_dst([0], np.array([0, w], dtype=np.int64))
             _batch_rows(self._t, self._init, X2, in_off, self._adj_off, self._total,

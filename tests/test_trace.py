@@ -105,7 +105,7 @@ def _fd_jacobian(f, x, eps=1e-6):
         e = np.zeros_like(x)
         e.flat[j] = eps
         cols.append((f(x + e) - f(x - e)) / (2 * eps))
-    return np.stack(cols, axis=-1)
+    return np.stack(cols, axis=-1).reshape(np.shape(f(x)) + x.shape)
 
 
 def test_jacobian_vs_finite_differences(rng):
@@ -126,6 +126,16 @@ def test_jacobian_vs_finite_differences(rng):
     np.testing.assert_allclose(Jy.numpy(), np.repeat(x[:, None], 2, axis=1))
 
 
+def test_jacobian_many_rows(rng):
+    # enough output elements for the parallel path, two arguments, a matmul
+    W0, b0 = rng.standard_normal((20, 3)), rng.standard_normal(20)
+    f_t = trace(lambda W, b: ng.tanh(W @ ng.tensor(np.ones(3)) * b), W0, b0)
+    JW, Jb = f_t.jacobian(W0, b0)
+    assert JW.shape == (20, 20, 3) and Jb.shape == (20, 20)
+    np.testing.assert_allclose(JW, _fd_jacobian(lambda W: f_t(W, b0), W0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(Jb, _fd_jacobian(lambda b: f_t(W0, b), b0), rtol=1e-6, atol=1e-8)
+
+
 def test_grad_batch_equals_loop(rng):
     f_t = trace(rosenbrock, np.zeros(5))
     X = rng.standard_normal((64, 5))
@@ -134,6 +144,7 @@ def test_grad_batch_equals_loop(rng):
     expected = np.stack([f_t.grad(x) for x in X])
     np.testing.assert_allclose(G, expected, rtol=1e-12)
     vals, _ = f_t.value_and_grad_batch(X)
+    np.testing.assert_allclose(f_t.grad_batch(X[:5]), expected[:5], rtol=1e-12)  # serial path
     np.testing.assert_allclose(vals, [f_t(x) for x in X], rtol=1e-12)
     with pytest.raises(ValueError, match="x"):
         f_t.grad_batch(np.zeros((4, 6)))
