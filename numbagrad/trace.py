@@ -25,6 +25,7 @@ shape raises ``ValueError``, and a Python branch on values takes the branch of t
 """
 import inspect
 import threading
+import warnings
 
 import numpy as np
 from numba import njit, prange
@@ -36,7 +37,7 @@ from .sweeps import plan_adjoints, reverse_sweep, forward_sweep, PAR_MIN, REQUIR
 from .tape import Tape, TapeArrays, resolve
 from .tensor import Tensor, as_tensor
 
-__all__ = ["trace", "Traced", "value_and_grad"]
+__all__ = ["trace", "Traced", "value_and_grad", "TraceWarning"]
 
 # par_min for sweeps run inside our own prange loops: every kernel then takes its serial branch,
 # so no parallel region is ever launched from inside another one.
@@ -166,6 +167,101 @@ def _example_array(a, name):
     return np.array(arr, order="C")  # a copy: the caller's array is not the leaf's storage
 
 
+class TraceWarning(UserWarning):
+    """A trace that may not replay ``f`` faithfully at other arguments."""
+
+
+def _record(f, examples):
+    """Run ``f`` once on leaf tensors holding ``examples``.
+
+    Returns (tape, output node, output tensor, leaf nodes of each argument); an argument can
+    be several leaf nodes (one per graph it was recorded on before those graphs merged).
+    """
+    leaves = [Tensor(a, requires_grad=True) for a in examples]
+    with grad_mode.enable_grad():
+        out = f(*leaves)
+    if not isinstance(out, Tensor):
+        out = as_tensor(out)
+    if out.dtype.kind != "f":
+        raise TypeError(f"trace: f must return a floating point tensor, got {out.dtype}")
+    if out._tape is None:
+        # a leaf (an argument returned as is, or a constant): a tape of that one node
+        tape = Tape(out.dtype)
+        node = tape.leaf(out)
+    else:
+        tape, node = resolve(out._tape, out._node)
+    in_nodes = [[] for _ in leaves]
+    for k, tensor, _ in tape.leaves:
+        for i, leaf in enumerate(leaves):
+            if tensor is leaf:
+                in_nodes[i].append(int(k))
+    return tape, node, out, in_nodes
+
+
+_STRUCTURE = ("opcodes", "args", "shapes", "consts", "iparams")
+
+
+def _reachable(t, out_node):
+    """Which nodes the output is computed from."""
+    used = np.zeros(len(t.opcodes), dtype=bool)
+    used[out_node] = True
+    for k in range(out_node, -1, -1):
+        if used[k]:
+            used[t.args[t.arg_ptr[k]:t.arg_ptr[k + 1]]] = True
+    return used
+
+
+def _check_constants(f, examples, tape, traced):
+    """Run ``f`` again at random arguments of the same shapes; warn when the recording changes.
+
+    A replay recomputes recorded ops only.  Whatever ``f`` computes from its arguments without
+    recording it (a comparison used as a ``where`` mask, indices, a number read with
+    ``.item()``, a Python branch on a value) is frozen at its example value, and the replay is
+    silently wrong elsewhere.  Such values show up as constants (or a structure) that differ
+    between two recordings.  A random constant made inside ``f`` is reported too, rightly: the
+    replay keeps its traced draw.
+    """
+    rng = np.random.default_rng(12345)
+    probes = [(rng.standard_normal(a.shape) * 2).astype(a.dtype) for a in examples]
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tape2, node2, _, in_nodes2 = _record(f, probes)
+    except Exception:   # f may reject the probe values (asserts, domains): no verdict
+        return
+    if tape2 is tape:
+        return  # both runs went onto one tape (captured tensors carrying a graph): no verdict
+    a1, a2 = traced._t, tape2.arrays()
+    n = len(a1.opcodes)
+    same = (len(a2.opcodes) >= node2 + 1 and node2 == traced._out_node and in_nodes2 ==
+            traced._in_nodes and len(a2.opcodes) == n)
+    if same:
+        for name in _STRUCTURE:
+            c1, c2 = getattr(a1, name), getattr(a2, name)
+            if c1.shape != c2.shape or not np.array_equal(c1, c2, equal_nan=True):
+                same = False
+                break
+    if not same:
+        warnings.warn(f"trace of {traced.__name__}: the ops f records depend on the values of "
+                      "its arguments (Python control flow on values?); the replay follows the "
+                      "branch taken at the example arguments", TraceWarning, stacklevel=4)
+        return
+    inputs = {k for ns in traced._in_nodes for k in ns}
+    used = _reachable(a1, traced._out_node)
+    for k in range(traced._out_node + 1):
+        if a1.opcodes[k] != LEAF or k in inputs or not used[k]:
+            continue   # a leaf nothing reads (a merge can leave one behind) does not matter
+        o, size = a1.val_off[k], a1.sizes[k]
+        v1, v2 = traced._init[o:o + size], tape2.value(k)
+        if not np.array_equal(v1, v2, equal_nan=True):
+            warnings.warn(
+                f"trace of {traced.__name__}: constant node {k} of shape {traced.tape.shape(k)} "
+                "changes with the arguments: f computes it from them without recording it (a "
+                "comparison used as a mask, indices, .item(), or a random draw); the replay "
+                "keeps its value at the example arguments", TraceWarning, stacklevel=4)
+            return
+
+
 def _arg_names(f, n):
     try:
         params = list(inspect.signature(f).parameters.values())
@@ -192,32 +288,13 @@ class Traced:
     (array([3., 4.]), array([1., 2.]))
     """
 
-    def __init__(self, f, *example_args):
+    def __init__(self, f, *example_args, check=True):
         self.__name__ = getattr(f, "__name__", "traced")
         self.arg_names = _arg_names(f, len(example_args))
         examples = [_example_array(a, nm) for a, nm in zip(example_args, self.arg_names)]
-        leaves = [Tensor(a, requires_grad=True) for a in examples]
-        with grad_mode.enable_grad():
-            out = f(*leaves)
-        if not isinstance(out, Tensor):
-            out = as_tensor(out)
-        if out.dtype.kind != "f":
-            raise TypeError(f"trace: f must return a floating point tensor, got {out.dtype}")
-        if out._tape is None:
-            # a leaf (an argument returned as is, or a constant): a tape of that one node
-            tape = Tape(out.dtype)
-            node = tape.leaf(out)
-        else:
-            tape, node = resolve(out._tape, out._node)
+        tape, node, out, in_nodes = _record(f, examples)
         arrays = tape.arrays()
         n = len(arrays.opcodes)
-        # which leaf nodes hold each argument (one argument can be several leaf nodes when the
-        # graphs it was recorded on were merged)
-        in_nodes = [[] for _ in leaves]
-        for k, tensor, _ in tape.leaves:
-            for i, leaf in enumerate(leaves):
-                if tensor is leaf:
-                    in_nodes[i].append(int(k))
         sizes = arrays.sizes
         offsets = np.zeros(n, dtype=np.int64)
         if n > 1:
@@ -230,6 +307,8 @@ class Traced:
             val_chunk=np.zeros(n, dtype=np.int32), val_off=offsets)
         self._setup(replay, init, in_nodes, int(node), tuple(out.shape),
                     [a.shape for a in examples], [a.dtype for a in examples])
+        if check:
+            _check_constants(f, examples, tape, self)
 
     def _setup(self, replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes):
         """Everything a replay needs, from plain arrays (shared by __init__ and unpickling)."""
@@ -483,12 +562,17 @@ class Traced:
         return f"<Traced {self.__name__}({args}) -> {list(self.out_shape)}, {len(self.tape)} nodes>"
 
 
-def trace(f, *example_args):
+def trace(f, *example_args, check=True):
     """Record ``f`` once at ``example_args`` (ndarrays or numbers) for fast replay.
 
     Returns a ``Traced``: call it for the value, ``.grad``, ``.value_and_grad``, ``.vjp``,
     ``.jacobian`` and ``.grad_batch`` for derivatives; ``.tape`` shows the recording.  Arguments
     keep float32/float64; ints and Python numbers become float64.
+
+    The replay recomputes recorded ops only: values ``f`` derives from its arguments without
+    recording them (comparison masks, indices, ``.item()``, Python branches) keep their traced
+    values.  With ``check=True`` ``f`` runs a second time at random arguments and a
+    ``TraceWarning`` says when such a value or the recorded structure changed.
 
     >>> import numpy as np, numbagrad as ng
     >>> rosen = ng.trace(lambda x: (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum(),
@@ -496,7 +580,7 @@ def trace(f, *example_args):
     >>> rosen.grad(np.ones(3))
     array([0., 0., 0.])
     """
-    return Traced(f, *example_args)
+    return Traced(f, *example_args, check=check)
 
 
 def _key(a):

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 import numbagrad as ng
-from numbagrad.trace import trace, value_and_grad
+from numbagrad.trace import trace, value_and_grad, TraceWarning
+
+# a faithful trace must not warn
+pytestmark = pytest.mark.filterwarnings("error::numbagrad.trace.TraceWarning")
 from numbagrad import functional
 
 
@@ -206,3 +209,18 @@ def test_float32_trace_keeps_dtype(rng):
     assert g.dtype == np.float32
     _, (ge,) = eager(elementwise, x)
     np.testing.assert_allclose(g, ge, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("default::numbagrad.trace.TraceWarning")
+def test_values_frozen_by_the_trace_are_reported():
+    def absolute(x):
+        return ng.where(x > 0, x, -x).sum()     # the mask is not recorded
+    with pytest.warns(TraceWarning, match="constant node"):
+        trace(absolute, np.ones(3))
+
+    def branchy(x):
+        return (x * 2).sum() if x.sum().item() > 0 else (x * x).sum()
+    with pytest.warns(TraceWarning, match="depend on the values"):
+        trace(branchy, np.ones(3))
+    # the recording is still usable at the example's side of the branch
+    assert trace(branchy, np.ones(3), check=False)(np.full(3, 2.0)) == 12.0
