@@ -17,9 +17,10 @@ a buffer ``tan`` with per-node offsets ``tan_off``) and its forward-over-reverse
 rule (``_hvp``: the tangent ``adjdot`` of the operands' adjoints, given the
 op's adjoint ``adj``, its tangent-of-adjoint ``adjdot`` and the operands'
 tangents).  An ``_hvp`` rule is the ``_vjp`` rule applied to ``adjdot`` plus a
-curvature term ``adj * (d Jacobian along the tangent)``; ops whose Jacobian does
-not depend on their inputs (where, sum, mean, max, min, reshape, gather, cat) have
-no curvature, so the sweep runs their ``_vjp`` kernel on ``adjdot``.  A tangent
+curvature term ``adj * (d Jacobian along the tangent)``; ops whose Jacobian is
+piecewise constant (where, sum, mean, max, min, reshape, gather, cat, and the
+piecewise-linear elementwise ops) have no curvature, so the sweep runs their
+``_vjp`` kernel on ``adjdot``.  A tangent
 offset of -1 means a zero tangent; a ``_jvp`` kernel assigns (never accumulates)
 the op's whole tangent.  ``tan`` and ``adjdot`` have the values' dtype.
 """

@@ -243,13 +243,16 @@ def hvp_sweep(t, chunks, tan, tan_off, adj, adjdot, adj_off, top, par_min):
     With ``f`` scalar, adj seed 1 at its node, adjdot seed 0 and the tangent
     ``v`` on input leaf x, x's slot of ``adjdot`` ends as H(f) v.  In general a
     leaf's slot is d/dt of (J(x + t v)^T w) at t = 0, w the adjoint seed.
+
+    Piecewise-linear ops (no second derivative) run their reverse kernel on
+    ``adjdot``: the same loop ``reverse_sweep`` compiled, so no new one to compile.
     """
     for i in range(top, -1, -1):
         if adj_off[i] < 0:
             continue
         op = t.opcodes[i]
         if op == LEAF: continue
-        elif op == NEG: K.unary_hvp(NEG, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == NEG: K.unary_vjp(NEG, t, chunks, adjdot, adj_off, i, par_min)
         elif op == EXP: K.unary_hvp(EXP, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
         elif op == LOG: K.unary_hvp(LOG, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
         elif op == SIN: K.unary_hvp(SIN, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
@@ -257,24 +260,24 @@ def hvp_sweep(t, chunks, tan, tan_off, adj, adjdot, adj_off, top, par_min):
         elif op == TAN: K.unary_hvp(TAN, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
         elif op == TANH: K.unary_hvp(TANH, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
         elif op == SIGMOID: K.unary_hvp(SIGMOID, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == RELU: K.unary_hvp(RELU, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == RELU: K.unary_vjp(RELU, t, chunks, adjdot, adj_off, i, par_min)
         elif op == SQRT: K.unary_hvp(SQRT, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == ABS: K.unary_hvp(ABS, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == ADD_C: K.unary_hvp(ADD_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == MUL_C: K.unary_hvp(MUL_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == DIV_C: K.unary_hvp(DIV_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == ABS: K.unary_vjp(ABS, t, chunks, adjdot, adj_off, i, par_min)
+        elif op == ADD_C: K.unary_vjp(ADD_C, t, chunks, adjdot, adj_off, i, par_min)
+        elif op == MUL_C: K.unary_vjp(MUL_C, t, chunks, adjdot, adj_off, i, par_min)
+        elif op == DIV_C: K.unary_vjp(DIV_C, t, chunks, adjdot, adj_off, i, par_min)
         elif op == POW_C: K.unary_hvp(POW_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == RSUB_C: K.unary_hvp(RSUB_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == RSUB_C: K.unary_vjp(RSUB_C, t, chunks, adjdot, adj_off, i, par_min)
         elif op == RDIV_C: K.unary_hvp(RDIV_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
         elif op == RPOW_C: K.unary_hvp(RPOW_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == CLAMP: K.unary_hvp(CLAMP, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == ADD: K.binary_hvp(ADD, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == SUB: K.binary_hvp(SUB, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == CLAMP: K.unary_vjp(CLAMP, t, chunks, adjdot, adj_off, i, par_min)
+        elif op == ADD: K.binary_vjp(ADD, t, chunks, adjdot, adj_off, i, par_min)
+        elif op == SUB: K.binary_vjp(SUB, t, chunks, adjdot, adj_off, i, par_min)
         elif op == MUL: K.binary_hvp(MUL, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
         elif op == DIV: K.binary_hvp(DIV, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
         elif op == POW: K.binary_hvp(POW, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == MAXIMUM: K.binary_hvp(MAXIMUM, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == MINIMUM: K.binary_hvp(MINIMUM, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+        elif op == MAXIMUM: K.binary_vjp(MAXIMUM, t, chunks, adjdot, adj_off, i, par_min)
+        elif op == MINIMUM: K.binary_vjp(MINIMUM, t, chunks, adjdot, adj_off, i, par_min)
         elif op == WHERE: K.where_vjp(t, chunks, adjdot, adj_off, i)
         elif SUM <= op <= LOG_SOFTMAX: K.reduce_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
         elif op == RESHAPE: K.copy_vjp(t, adjdot, adj_off, i, par_min)
