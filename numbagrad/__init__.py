@@ -25,3 +25,7 @@ from .tape import Tape
 
 bool = bool_
 __version__ = "0.1.0"
+
+# record once, replay many (trace.py) and whole-function derivatives (functional.py)
+from .trace import trace, value_and_grad, Traced, TraceWarning
+from . import functional
