@@ -190,13 +190,22 @@ class Tape:
             self.upcast(wide) if self.dtype != wide else None
             other.upcast(wide) if other.dtype != wide else None
         shift, chunk_shift = len(self), len(self.chunks)
+        # a leaf recorded on both tapes keeps one node: the other tape's uses point at ours
+        remap = np.arange(shift, shift + len(other), dtype=np.int64)
+        duplicates = set()
+        for k, tensor, version in other.leaves:
+            seen = self._leaf_node.get(id(tensor))
+            if seen is not None and seen[1] == version:
+                remap[k] = seen[0]
+                duplicates.add(k)
         for name in _INT_COLUMNS:
             mine, theirs = getattr(self, name), getattr(other, name)
             if name in _POINTERS:
                 base = mine[-1]
                 col = np.frombuffer(theirs, dtype=np.int64)[1:] + base
             elif name == "args":
-                col = np.frombuffer(theirs, dtype=np.int64) + shift
+                col = remap[np.frombuffer(theirs, dtype=np.int64)] if len(theirs) else \
+                    np.zeros(0, np.int64)
             elif name == "val_chunk":
                 col = np.frombuffer(theirs, dtype=np.int32) + chunk_shift
             else:
@@ -205,6 +214,8 @@ class Tape:
             mine.frombytes(col.astype(_INT_COLUMNS[name][1]).tobytes())
         self.chunks.extend(other.chunks)
         for k, tensor, version in other.leaves:
+            if k in duplicates:
+                continue
             self.leaves.append((k + shift, tensor, version))
             if id(tensor) not in self._leaf_node:
                 self._leaf_node[id(tensor)] = (k + shift, version)

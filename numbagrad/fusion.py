@@ -1,0 +1,588 @@
+"""Fused replay: runs of elementwise ops swept in one loop over elements.
+
+A *segment* is a run of consecutive elementwise ops on the tape whose operands
+are either nodes of the same size or single values, optionally closed by a
+full SUM or MEAN of one of its nodes.  A replay sweeps a segment block by block
+(``BLOCK`` elements at a time): each op's loop runs over the block in scratch
+that stays in L1, so intermediates never reach memory.  Only values read
+outside the segment are written to the buffer.  The reverse pass recomputes
+the block's forward values (cheaper than storing and reloading them) and then
+walks the segment's ops backwards in scratch too; a closing SUM/MEAN feeds its
+adjoint straight in, so W1-like graphs read the input once forward and once
+backward.
+
+The plan (``plan_segments``) is plain arrays made once per trace; the sweeps
+(``replay_forward``, ``replay_reverse``) run everything else through the
+per-op sweeps in ``sweeps.py``.  Blocks are split over threads (``prange``)
+when a segment has at least ``par_min`` elements; callers pass
+``numba.get_num_threads()`` (reading it inside would make the sweeps uncachable).
+"""
+import numpy as np
+from numba import njit, prange, literally
+
+from .kernels import arg, const
+from .ops import (
+    LEAF, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
+    ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
+    ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, SUM, MEAN,
+    unary_f, unary_d, binary_f, binary_da, binary_db,
+)
+from .sweeps import forward_sweep, reverse_sweep
+
+BLOCK = 512
+
+
+def plan_segments(t, keep=()):
+    """Find the fusable runs of a replay tape: (seg_start, seg_stop, ext).
+
+    ``ext[k]`` is 0 for a node no segment computes (a leaf may sit inside a
+    segment's range), 1 for a fused node, 2 for a fused node whose value or
+    adjoint is needed outside its segment (an operand of a later op, the
+    output, or one of ``keep``).
+    """
+    n = len(t.opcodes)
+    sizes, opcodes = t.sizes, t.opcodes
+    starts, stops = [], []
+    seg_of = np.full(n, -1, dtype=np.int64)
+    cur, cur_n = -1, -1
+    for i in range(n):
+        op = int(opcodes[i])
+        size = int(sizes[i])
+        operands = t.args[t.arg_ptr[i]:t.arg_ptr[i + 1]]
+        if op == LEAF and cur >= 0:
+            continue  # an input recorded mid-run does not end it
+        if NEG <= op <= MINIMUM and size > 0 and all(
+                sizes[a] == size or sizes[a] == 1 for a in operands):
+            if cur < 0 or size != cur_n:
+                starts.append(i)
+                stops.append(i + 1)
+                cur, cur_n = len(starts) - 1, size
+            else:
+                stops[cur] = i + 1
+            seg_of[i] = cur
+            continue
+        if (op == SUM or op == MEAN) and cur >= 0 and stops[cur] == i and size == 1 \
+                and seg_of[operands[0]] == cur and sizes[operands[0]] == cur_n:
+            stops[cur] = i + 1  # a closing reduction: accumulated in the block loop
+            seg_of[i] = cur
+        cur = -1
+    ext = (seg_of >= 0).astype(np.int8)
+    consumers = np.repeat(np.arange(n), np.diff(t.arg_ptr))
+    operands = t.args
+    outside = (seg_of[operands] >= 0) & (seg_of[consumers] != seg_of[operands])
+    ext[operands[outside]] = 2
+    for k in keep:
+        if seg_of[k] >= 0:
+            ext[k] = 2
+    for stop in stops:
+        if opcodes[stop - 1] in (SUM, MEAN):
+            ext[stop - 1] = 2
+    return (np.array(starts, dtype=np.int64), np.array(stops, dtype=np.int64), ext)
+
+
+# ---------------------------------------------------------------- block loops
+# (array, offset, stride) names a block of values: stride 0 is one value repeated.
+# Loops index slices with the loop counter: Numba then knows the index is not
+# negative and skips its wraparound check, which would cost 10x by blocking SIMD.
+
+@njit(cache=True)
+def _unary_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
+    literally(op)
+    y = ya[yo:yo + m]
+    if xs == 0:
+        v = unary_f(op, xa[xo], c0, c1)
+        for k in range(m):
+            y[k] = v
+    else:
+        x = xa[xo:xo + m]
+        for k in range(m):
+            y[k] = unary_f(op, x[k], c0, c1)
+
+
+@njit(cache=True)
+def _unary_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
+    """Add g * dy/dx into the target block; a stride-0 target gets the block's sum returned."""
+    literally(op)
+    y, g = ya[yo:yo + m], ga[go:go + m]
+    x = xa[xo:xo + m] if xs == 1 else xa[xo:xo + 1]
+    x0 = xa[xo]
+    acc = 0.0
+    if ts == 0:
+        for k in range(m):
+            acc += g[k] * unary_d(op, x[k] if xs == 1 else x0, y[k], c0, c1)
+    elif xs == 1:
+        tx = ta[to:to + m]
+        for k in range(m):
+            tx[k] += g[k] * unary_d(op, x[k], y[k], c0, c1)
+    else:
+        tx = ta[to:to + m]
+        for k in range(m):
+            tx[k] += g[k] * unary_d(op, x0, y[k], c0, c1)
+    return acc
+
+
+@njit(cache=True)
+def _binary_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
+    literally(op)
+    y = ya[yo:yo + m]
+    a0, b0 = aa[ao], ba[bo]
+    if as_ == 1 and bs == 1:
+        a, b = aa[ao:ao + m], ba[bo:bo + m]
+        for k in range(m):
+            y[k] = binary_f(op, a[k], b[k])
+    elif as_ == 1:
+        a = aa[ao:ao + m]
+        for k in range(m):
+            y[k] = binary_f(op, a[k], b0)
+    elif bs == 1:
+        b = ba[bo:bo + m]
+        for k in range(m):
+            y[k] = binary_f(op, a0, b[k])
+    else:
+        v = binary_f(op, a0, b0)
+        for k in range(m):
+            y[k] = v
+
+
+@njit(cache=True)
+def _binary_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go,
+                ta, to, ts, tb, tbo, tbs, m):
+    """Partials into both targets (ts/tbs: 1 a block, 0 a summed value, -1 none)."""
+    literally(op)
+    y, g = ya[yo:yo + m], ga[go:go + m]
+    a = aa[ao:ao + m] if as_ == 1 else aa[ao:ao + 1]
+    b = ba[bo:bo + m] if bs == 1 else ba[bo:bo + 1]
+    a0, b0 = aa[ao], ba[bo]
+    tx = ta[to:to + m] if ts == 1 else ta[to:to + 1]
+    tz = tb[tbo:tbo + m] if tbs == 1 else tb[tbo:tbo + 1]
+    acc_a, acc_b = 0.0, 0.0
+    if as_ == 1 and bs == 1 and ts == 1 and tbs == 1:  # the common case, kept branch-free
+        for k in range(m):
+            tx[k] += g[k] * binary_da(op, a[k], b[k], y[k])
+            tz[k] += g[k] * binary_db(op, a[k], b[k], y[k])
+        return acc_a, acc_b
+    for k in range(m):
+        av = a[k] if as_ == 1 else a0
+        bv = b[k] if bs == 1 else b0
+        if ts == 1:
+            tx[k] += g[k] * binary_da(op, av, bv, y[k])
+        elif ts == 0:
+            acc_a += g[k] * binary_da(op, av, bv, y[k])
+        if tbs == 1:
+            tz[k] += g[k] * binary_db(op, av, bv, y[k])
+        elif tbs == 0:
+            acc_b += g[k] * binary_db(op, av, bv, y[k])
+    return acc_a, acc_b
+
+
+@njit(cache=True)
+def unary_block_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
+    if op == NEG: _unary_fwd(NEG, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == EXP: _unary_fwd(EXP, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == LOG: _unary_fwd(LOG, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == SIN: _unary_fwd(SIN, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == COS: _unary_fwd(COS, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == TAN: _unary_fwd(TAN, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == TANH: _unary_fwd(TANH, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == SIGMOID: _unary_fwd(SIGMOID, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == RELU: _unary_fwd(RELU, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == SQRT: _unary_fwd(SQRT, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == ABS: _unary_fwd(ABS, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == ADD_C: _unary_fwd(ADD_C, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == MUL_C: _unary_fwd(MUL_C, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == DIV_C: _unary_fwd(DIV_C, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == POW_C: _unary_fwd(POW_C, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == RSUB_C: _unary_fwd(RSUB_C, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == RDIV_C: _unary_fwd(RDIV_C, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == RPOW_C: _unary_fwd(RPOW_C, xa, xo, xs, ya, yo, m, c0, c1)
+    elif op == CLAMP: _unary_fwd(CLAMP, xa, xo, xs, ya, yo, m, c0, c1)
+
+
+@njit(cache=True)
+def unary_block_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
+    if op == NEG: return _unary_vjp(NEG, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == EXP: return _unary_vjp(EXP, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == LOG: return _unary_vjp(LOG, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == SIN: return _unary_vjp(SIN, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == COS: return _unary_vjp(COS, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == TAN: return _unary_vjp(TAN, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == TANH: return _unary_vjp(TANH, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == SIGMOID: return _unary_vjp(SIGMOID, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == RELU: return _unary_vjp(RELU, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == SQRT: return _unary_vjp(SQRT, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == ABS: return _unary_vjp(ABS, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == ADD_C: return _unary_vjp(ADD_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == MUL_C: return _unary_vjp(MUL_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == DIV_C: return _unary_vjp(DIV_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == POW_C: return _unary_vjp(POW_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == RSUB_C: return _unary_vjp(RSUB_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == RDIV_C: return _unary_vjp(RDIV_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == RPOW_C: return _unary_vjp(RPOW_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    elif op == CLAMP: return _unary_vjp(CLAMP, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
+    return 0.0
+
+
+@njit(cache=True)
+def binary_block_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
+    if op == ADD: _binary_fwd(ADD, aa, ao, as_, ba, bo, bs, ya, yo, m)
+    elif op == SUB: _binary_fwd(SUB, aa, ao, as_, ba, bo, bs, ya, yo, m)
+    elif op == MUL: _binary_fwd(MUL, aa, ao, as_, ba, bo, bs, ya, yo, m)
+    elif op == DIV: _binary_fwd(DIV, aa, ao, as_, ba, bo, bs, ya, yo, m)
+    elif op == POW: _binary_fwd(POW, aa, ao, as_, ba, bo, bs, ya, yo, m)
+    elif op == MAXIMUM: _binary_fwd(MAXIMUM, aa, ao, as_, ba, bo, bs, ya, yo, m)
+    elif op == MINIMUM: _binary_fwd(MINIMUM, aa, ao, as_, ba, bo, bs, ya, yo, m)
+
+
+@njit(cache=True)
+def binary_block_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m):
+    if op == ADD: return _binary_vjp(ADD, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
+    elif op == SUB: return _binary_vjp(SUB, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
+    elif op == MUL: return _binary_vjp(MUL, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
+    elif op == DIV: return _binary_vjp(DIV, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
+    elif op == POW: return _binary_vjp(POW, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
+    elif op == MAXIMUM: return _binary_vjp(MAXIMUM, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
+    elif op == MINIMUM: return _binary_vjp(MINIMUM, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
+    return 0.0, 0.0
+
+
+@njit(cache=True)
+def _block_sum(a, o, m):
+    # four accumulators: a single one serialises on the add's latency
+    x = a[o:o + m]
+    s0 = s1 = s2 = s3 = 0.0
+    q = m // 4
+    for k in range(q):
+        s0 += x[4 * k]
+        s1 += x[4 * k + 1]
+        s2 += x[4 * k + 2]
+        s3 += x[4 * k + 3]
+    for k in range(4 * q, m):
+        s0 += x[k]
+    return (s0 + s1) + (s2 + s3)
+
+
+# ---------------------------------------------------------------- segments of single values
+# Scalar graphs (every node one element) are interpreted op by op with plain
+# arrays as arguments: reading them through the TapeArrays tuple costs several
+# times more per op than the arithmetic.
+
+@njit(inline="always")
+def _scalar_at(buf, sv, ext, val_off, k, start, stop):
+    if start <= k < stop and ext[k] > 0:
+        return sv[k - start]
+    return buf[val_off[k]]
+
+
+@njit(cache=True)
+def scalar_forward(opcodes, args, arg_ptr, consts, const_ptr, val_off, ext, buf, sv, start, stop):
+    acc = 0.0
+    for i in range(start, stop):
+        op = opcodes[i]
+        if op == LEAF:
+            continue
+        x = _scalar_at(buf, sv, ext, val_off, args[arg_ptr[i]], start, stop)
+        if op == SUM or op == MEAN:
+            acc = x
+            continue
+        if op < ADD:
+            c = const_ptr[i]
+            c0 = consts[c] if c < const_ptr[i + 1] else 0.0
+            c1 = consts[c + 1] if c + 1 < const_ptr[i + 1] else 0.0
+            y = unary_f(op, x, c0, c1)
+        else:
+            y = binary_f(op, x, _scalar_at(buf, sv, ext, val_off, args[arg_ptr[i] + 1], start, stop))
+        sv[i - start] = y
+        if ext[i] == 2:
+            buf[val_off[i]] = y
+    return acc
+
+
+@njit(cache=True)
+def scalar_reverse(opcodes, args, arg_ptr, consts, const_ptr, val_off, ext, buf, sv, gv, adj,
+                   adj_off, start, stop, g_tail):
+    last = stop
+    if opcodes[stop - 1] == SUM or opcodes[stop - 1] == MEAN:
+        last = stop - 1
+    for i in range(start, last):
+        gv[i - start] = adj[adj_off[i]] if ext[i] == 2 and adj_off[i] >= 0 else 0.0
+    if last < stop:
+        gv[args[arg_ptr[last]] - start] += g_tail
+    for i in range(last - 1, start - 1, -1):
+        op = opcodes[i]
+        if op == LEAF or adj_off[i] < 0:
+            continue
+        g = gv[i - start]
+        y = sv[i - start]
+        a = args[arg_ptr[i]]
+        x = _scalar_at(buf, sv, ext, val_off, a, start, stop)
+        if op < ADD:
+            c = const_ptr[i]
+            c0 = consts[c] if c < const_ptr[i + 1] else 0.0
+            c1 = consts[c + 1] if c + 1 < const_ptr[i + 1] else 0.0
+            _scalar_add(gv, adj, adj_off, ext, a, start, stop, g * unary_d(op, x, y, c0, c1))
+        else:
+            b = args[arg_ptr[i] + 1]
+            z = _scalar_at(buf, sv, ext, val_off, b, start, stop)
+            _scalar_add(gv, adj, adj_off, ext, a, start, stop, g * binary_da(op, x, z, y))
+            _scalar_add(gv, adj, adj_off, ext, b, start, stop, g * binary_db(op, x, z, y))
+
+
+@njit(inline="always")
+def _scalar_add(gv, adj, adj_off, ext, k, start, stop, v):
+    if adj_off[k] < 0:
+        return
+    if start <= k < stop and ext[k] > 0:
+        gv[k - start] += v
+    else:
+        adj[adj_off[k]] += v
+
+
+# ---------------------------------------------------------------- one segment
+
+@njit(inline="always")
+def _scalar_value(t, buf, sv, ext, k, start, stop, lo):
+    if start <= k < stop and ext[k] > 0:
+        return sv[k - start]
+    if t.sizes[k] == 1:
+        return buf[t.val_off[k]]
+    return buf[t.val_off[k] + lo]
+
+
+@njit(inline="always")
+def _value_src(t, buf, sv, ext, k, start, stop, lo, width):
+    """Where node k's values for the block starting at element lo are: (array, offset, stride)."""
+    if start <= k < stop and ext[k] > 0:
+        return sv, (k - start) * width, 1
+    if t.sizes[k] == 1:
+        return buf, t.val_off[k], 0
+    return buf, t.val_off[k] + lo, 1
+
+
+@njit(cache=True)
+def _blocks_forward(t, buf, ext, start, stop, sv, blk0, blk1, n, width, store):
+    """The segment's values for blocks blk0..blk1-1 (one call, so the tape is passed once)."""
+    acc = 0.0
+    for blk in range(blk0, blk1):
+        lo = blk * width
+        acc += _block_forward(t, buf, ext, start, stop, sv, lo, min(width, n - lo), width, store)
+    return acc
+
+
+@njit(inline="always")
+def _block_forward(t, buf, ext, start, stop, sv, lo, m, width, store):
+    """Compute the segment's values for elements lo..lo+m into scratch; returns a closing sum."""
+    acc = 0.0
+    for i in range(start, stop):
+        op = t.opcodes[i]
+        if op == LEAF:
+            continue
+        yo = (i - start) * width
+        if op == SUM or op == MEAN:
+            acc += _block_sum(sv, (arg(t, i, 0) - start) * width, m)
+            continue
+        if m == 1:  # one element (scalar graphs): no block loop, no array passing
+            x = _scalar_value(t, buf, sv, ext, arg(t, i, 0), start, stop, lo)
+            if op < ADD:
+                sv[yo] = unary_f(op, x, const(t, i, 0), const(t, i, 1))
+            else:
+                sv[yo] = binary_f(op, x, _scalar_value(t, buf, sv, ext, arg(t, i, 1), start, stop, lo))
+        elif op < ADD:
+            xa, xo, xs = _value_src(t, buf, sv, ext, arg(t, i, 0), start, stop, lo, width)
+            unary_block_fwd(op, xa, xo, xs, sv, yo, m, const(t, i, 0), const(t, i, 1))
+        else:
+            aa, ao, as_ = _value_src(t, buf, sv, ext, arg(t, i, 0), start, stop, lo, width)
+            ba, bo, bs = _value_src(t, buf, sv, ext, arg(t, i, 1), start, stop, lo, width)
+            binary_block_fwd(op, aa, ao, as_, ba, bo, bs, sv, yo, m)
+        if store and ext[i] == 2:
+            off = t.val_off[i] + lo
+            buf[off:off + m] = sv[yo:yo + m]
+    return acc
+
+
+@njit(cache=True)
+def _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, blk0, blk1, n, width, g_tail,
+                    sums):
+    for blk in range(blk0, blk1):
+        lo = blk * width
+        _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, min(width, n - lo),
+                       width, g_tail, sums)
+
+
+@njit(inline="always")
+def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width, g_tail, sums):
+    """Adjoints of the segment's block lo..lo+m; single-value targets add into ``sums``."""
+    _block_forward(t, buf, ext, start, stop, sv, lo, m, width, False)
+    last = stop
+    if t.opcodes[stop - 1] == SUM or t.opcodes[stop - 1] == MEAN:
+        last = stop - 1
+    for i in range(start, last):
+        go = (i - start) * width
+        if ext[i] == 2 and adj_off[i] >= 0:
+            src = adj_off[i] + lo
+            gv[go:go + m] = adj[src:src + m]
+        else:
+            gv[go:go + m] = 0.0
+    if last < stop:
+        xo = (arg(t, last, 0) - start) * width
+        gv[xo:xo + m] += g_tail
+    for i in range(last - 1, start - 1, -1):
+        op = t.opcodes[i]
+        if adj_off[i] < 0 or op == LEAF:
+            continue
+        go = (i - start) * width
+        na = 1 if op < ADD else 2
+        # targets: scratch for segment nodes, the adjoint buffer for outside ones
+        a = arg(t, i, 0)
+        ta, to, ts = _grad_target(t, adj, adj_off, gv, ext, a, start, stop, lo, width)
+        aa, ao, as_ = _value_src(t, buf, sv, ext, a, start, stop, lo, width)
+        if m == 1 and n_total_is_one(t, start):
+            # one element: add straight into the targets (no threads share them)
+            g = gv[go]
+            if na == 1:
+                if ts >= 0:
+                    ta[to] += g * unary_d(op, aa[ao], sv[go], const(t, i, 0), const(t, i, 1))
+            else:
+                b = arg(t, i, 1)
+                tb, tbo, tbs = _grad_target(t, adj, adj_off, gv, ext, b, start, stop, lo, width)
+                ba, bo, bs = _value_src(t, buf, sv, ext, b, start, stop, lo, width)
+                if ts >= 0:
+                    ta[to] += g * binary_da(op, aa[ao], ba[bo], sv[go])
+                if tbs >= 0:
+                    tb[tbo] += g * binary_db(op, aa[ao], ba[bo], sv[go])
+        elif na == 1:
+            s = unary_block_vjp(op, aa, ao, as_, sv, go, gv, go, ta, to, ts, m,
+                                const(t, i, 0), const(t, i, 1))
+            if ts == 0:
+                sums[2 * (i - start)] += s
+        else:
+            b = arg(t, i, 1)
+            tb, tbo, tbs = _grad_target(t, adj, adj_off, gv, ext, b, start, stop, lo, width)
+            ba, bo, bs = _value_src(t, buf, sv, ext, b, start, stop, lo, width)
+            sa, sb = binary_block_vjp(op, aa, ao, as_, ba, bo, bs, sv, go, gv, go,
+                                      ta, to, ts, tb, tbo, tbs, m)
+            if ts == 0:
+                sums[2 * (i - start)] += sa
+            if tbs == 0:
+                sums[2 * (i - start) + 1] += sb
+
+
+@njit(inline="always")
+def n_total_is_one(t, start):
+    return t.sizes[start] == 1
+
+
+@njit(inline="always")
+def _grad_target(t, adj, adj_off, gv, ext, k, start, stop, lo, width):
+    if adj_off[k] < 0:
+        return gv, 0, -1
+    if start <= k < stop and ext[k] > 0:
+        return gv, (k - start) * width, 1
+    if t.sizes[k] == 1:
+        return adj, adj_off[k], 0
+    return adj, adj_off[k] + lo, 1
+
+
+@njit(cache=True, parallel=True)
+def segment_forward(t, buf, ext, start, stop, par_min, nthreads):
+    n = t.sizes[start]
+    tail = stop - 1
+    if n == 1:
+        sv = np.empty(stop - start, dtype=buf.dtype)
+        acc = scalar_forward(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, ext,
+                             buf, sv, start, stop)
+        if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
+            buf[t.val_off[tail]] = acc
+        return
+    width = min(BLOCK, n)
+    nblocks = (n + width - 1) // width
+    nchunks = max(1, min(nthreads * 2, nblocks)) if n >= par_min else 1
+    partial = np.zeros(nchunks)
+    if nchunks > 1:
+        for c in prange(nchunks):
+            sv = np.empty((stop - start) * width, dtype=buf.dtype)
+            partial[c] = _blocks_forward(t, buf, ext, start, stop, sv, c * nblocks // nchunks,
+                                         (c + 1) * nblocks // nchunks, n, width, True)
+    else:
+        sv = np.empty((stop - start) * width, dtype=buf.dtype)
+        partial[0] = _blocks_forward(t, buf, ext, start, stop, sv, 0, nblocks, n, width, True)
+    if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
+        total = partial.sum()
+        buf[t.val_off[tail]] = total / const(t, tail, 0) if t.opcodes[tail] == MEAN else total
+
+
+@njit(cache=True, parallel=True)
+def segment_reverse(t, buf, adj, adj_off, ext, start, stop, par_min, nthreads):
+    n = t.sizes[start]
+    width = min(BLOCK, n)
+    nblocks = (n + width - 1) // width
+    nchunks = max(1, min(nthreads * 2, nblocks)) if n >= par_min else 1
+    nops = stop - start
+    g_tail = 0.0
+    tail = stop - 1
+    if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
+        if adj_off[tail] < 0:
+            return
+        g_tail = adj[adj_off[tail]]
+        if t.opcodes[tail] == MEAN:
+            g_tail = g_tail / const(t, tail, 0)
+    if n == 1:
+        sv = np.empty(nops, dtype=buf.dtype)
+        gv = np.empty(nops, dtype=buf.dtype)
+        scalar_forward(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, ext, buf,
+                       sv, start, stop)
+        scalar_reverse(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, ext, buf,
+                       sv, gv, adj, adj_off, start, stop, g_tail)
+        return
+    sums = np.zeros((nchunks, 2 * nops))
+    if nchunks > 1:
+        for c in prange(nchunks):
+            sv = np.empty(nops * width, dtype=buf.dtype)
+            gv = np.empty(nops * width, dtype=buf.dtype)
+            _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, c * nblocks // nchunks,
+                            (c + 1) * nblocks // nchunks, n, width, g_tail, sums[c])
+    else:
+        sv = np.empty(nops * width, dtype=buf.dtype)
+        gv = np.empty(nops * width, dtype=buf.dtype)
+        _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, 0, nblocks, n, width,
+                        g_tail, sums[0])
+    # single-value operands outside the segment: their adjoint is the sum over all blocks
+    for i in range(start, stop):
+        for r in range(2):
+            if r < t.arg_ptr[i + 1] - t.arg_ptr[i]:
+                s = 0.0
+                for c in range(nchunks):
+                    s += sums[c, 2 * (i - start) + r]
+                if s != 0.0:
+                    adj[adj_off[arg(t, i, r)]] += s
+
+
+# ---------------------------------------------------------------- whole replays
+
+@njit(cache=True)
+def replay_forward(t, chunks, buf, seg_start, seg_stop, ext, par_min, nthreads):
+    """Recompute every node from the leaves: segments fused, other ops by ``forward_sweep``."""
+    n = len(t.opcodes)
+    i = 0
+    for s in range(len(seg_start) + 1):
+        nxt = seg_start[s] if s < len(seg_start) else n
+        if i < nxt:
+            forward_sweep(t, chunks, i, nxt, par_min)
+        if s < len(seg_start):
+            segment_forward(t, buf, ext, seg_start[s], seg_stop[s], par_min, nthreads)
+            i = seg_stop[s]
+
+
+@njit(cache=True)
+def replay_reverse(t, chunks, buf, adj, adj_off, seg_start, seg_stop, ext, top, par_min, nthreads):
+    """Adjoints from ``top`` down (seeds already in ``adj``): segments fused, others by op."""
+    hi = top
+    for s in range(len(seg_start) - 1, -1, -1):
+        if seg_start[s] > hi:
+            continue
+        if seg_stop[s] - 1 < hi:
+            reverse_sweep(t, chunks, adj, adj_off, hi, par_min, seg_stop[s])
+        segment_reverse(t, buf, adj, adj_off, ext, seg_start[s], min(seg_stop[s], hi + 1), par_min,
+                        nthreads)
+        hi = seg_start[s] - 1
+    if hi >= 0:
+        reverse_sweep(t, chunks, adj, adj_off, hi, par_min, 0)
