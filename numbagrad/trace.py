@@ -22,6 +22,11 @@ How a replay works:
 
 Shapes, dtypes and control flow are fixed by the recording: a replay at arguments of another
 shape raises ``ValueError``, and a Python branch on values takes the branch of the example.
+Captured data (tensors and arrays ``f`` closes over) is copied at trace time: changing it
+afterwards does not change the replay.  Values ``f`` derives from its arguments without
+recording them (a comparison used as a ``where`` mask, indices, ``.item()``) are frozen too;
+``trace`` runs ``f`` a second time at random arguments and warns (``TraceWarning``) when such a
+value, or the recorded structure, changes.
 """
 import inspect
 import threading
