@@ -7,6 +7,39 @@
 >>> x.grad
 tensor([4.0000, 5.3333, 6.6667])
 """
+def _drop_stale_numba_caches():
+    """Numba re-validates a cached function against its own file only, so a cached sweep would
+    keep calling an old kernel after ``kernels.py`` changed.  Caches are dropped whenever any
+    source that compiled code is built from changed."""
+    import hashlib
+    import os
+    here = os.path.dirname(__file__)
+    digest = hashlib.sha1()
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as fh:
+                digest.update(fh.read())
+    cache = os.path.join(here, "__pycache__")
+    stamp = os.path.join(cache, "numba-sources.sha1")
+    try:
+        with open(stamp) as fh:
+            if fh.read() == digest.hexdigest():
+                return
+    except OSError:
+        pass
+    try:
+        os.makedirs(cache, exist_ok=True)
+        for name in os.listdir(cache):
+            if name.endswith((".nbi", ".nbc")):
+                os.remove(os.path.join(cache, name))
+        with open(stamp, "w") as fh:
+            fh.write(digest.hexdigest())
+    except OSError:  # a read-only install: Numba then caches elsewhere or not at all
+        pass
+
+
+_drop_stale_numba_caches()
+
 from .grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .tensor import (
     Tensor, Size, tensor, as_tensor, from_numpy, randn, rand, zeros, ones, full, zeros_like,
@@ -27,5 +60,5 @@ bool = bool_
 __version__ = "0.1.0"
 
 # record once, replay many (trace.py) and whole-function derivatives (functional.py)
-from .trace import trace, value_and_grad, Traced, TraceWarning
+from .trace import trace, value_and_grad, Traced, TraceWarning, GuardError, load
 from . import functional

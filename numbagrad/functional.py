@@ -15,7 +15,7 @@ import numpy as np
 from .tensor import Tensor
 from .trace import Traced
 
-__all__ = ["jacobian", "vjp"]
+__all__ = ["jacobian", "vjp", "jvp", "hessian", "hvp"]
 
 
 def _inputs(inputs):
@@ -72,3 +72,49 @@ def vjp(func, inputs, v=None):
     value = _wrap(value, as_tensors)
     grads = tuple(_wrap(g, as_tensors) for g in grads)
     return value, (grads if is_tuple else grads[0])
+
+
+def jvp(func, inputs, v):
+    """``(func(inputs), J v)``: the output and the Jacobian-vector product (forward mode, one
+    tangent sweep).  ``v`` is shaped like the inputs.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> ng.functional.jvp(lambda x: x * x, np.array([1.0, 2.0]), np.array([1.0, 1.0]))
+    (array([1., 4.]), array([2., 4.]))
+    """
+    xs, is_tuple, as_tensors = _inputs(inputs)
+    vs = tuple(v) if is_tuple else (v,)
+    traced = Traced(func, *xs, check=False)
+    value, jv = traced.jvp(xs, vs)
+    return _wrap(value, as_tensors), _wrap(jv, as_tensors)
+
+
+def hvp(func, inputs, v):
+    """``(func(inputs), H v)`` for a scalar ``func``: forward-over-reverse on the tape.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> ng.functional.hvp(lambda x: (x ** 3).sum(), np.array([1.0, 2.0]), np.array([1.0, 0.0]))
+    (9.0, array([6., 0.]))
+    """
+    xs, is_tuple, as_tensors = _inputs(inputs)
+    vs = tuple(v) if is_tuple else (v,)
+    traced = Traced(func, *xs, check=False)
+    hv = traced.hvp(xs, vs)
+    hv = hv if isinstance(hv, tuple) else (hv,)
+    hv = tuple(_wrap(h, as_tensors) for h in hv)
+    return _wrap(traced(*xs), as_tensors), (hv if is_tuple else hv[0])
+
+
+def hessian(func, inputs):
+    """The Hessian of a scalar ``func`` of one input, shape ``input.shape * 2``.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> ng.functional.hessian(lambda x: (x ** 3).sum(), np.array([1.0, 2.0]))
+    array([[ 6.,  0.],
+           [ 0., 12.]])
+    """
+    xs, is_tuple, as_tensors = _inputs(inputs)
+    if is_tuple and len(xs) != 1:
+        raise TypeError("hessian takes one input; use hvp for several")
+    traced = Traced(func, *xs, check=False)
+    return _wrap(traced.hessian(*xs), as_tensors)

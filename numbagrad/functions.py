@@ -17,7 +17,7 @@ from .ops import (
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, WHERE,
     SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX,
-    RESHAPE, GATHER, CAT, MATMUL,
+    RESHAPE, GATHER, CAT, MATMUL, COMPARE, LT, LE, GT, GE, EQ, NE,
 )
 from .tensor import Tensor, record, mark_modified, as_tensor, get_default_dtype, _dim, Size, \
     contiguous
@@ -28,6 +28,11 @@ def _quiet():
 
 def _is_number(x):
     return isinstance(x, numbers.Number) and not isinstance(x, Tensor)
+
+
+def _recorded(x):
+    """Whether an op on ``x`` goes on a tape (see ``record``)."""
+    return grad_mode.is_grad_enabled() and (x._requires_grad or x._tape is not None)
 
 
 def _tensor_arg(x):
@@ -280,12 +285,20 @@ def minimum(a, b):
     return _binary_tensors(MINIMUM, a, b)
 
 
+_COMPARE_KIND = {np.less: LT, np.less_equal: LE, np.greater: GT, np.greater_equal: GE,
+                 np.equal: EQ, np.not_equal: NE}
+
+
 def compare(a, b, ufunc):
-    """A comparison: a bool tensor, never recorded."""
-    av = a._data if isinstance(a, Tensor) else np.asarray(a._data if isinstance(a, Tensor) else a)
-    bv = b._data if isinstance(b, Tensor) else (b if _is_number(b) else np.asarray(b))
-    broadcast_shapes(np.shape(av), np.shape(bv))
-    return Tensor(np.asarray(ufunc(av, bv)))
+    """A comparison: a bool tensor without gradient, recorded (when its operands are) so that
+    a replay recomputes it."""
+    ta = _tensor_arg(a)
+    tb = b if isinstance(b, Tensor) else as_tensor(np.asarray(b, dtype=ta.dtype)
+                                                  if _is_number(b) else b)
+    broadcast_shapes(ta.shape, tb.shape)
+    value = np.asarray(ufunc(ta._data, tb._data))
+    return record(COMPARE, "Compare", (ta, tb), value, consts=(float(_COMPARE_KIND[ufunc]),),
+                  differentiable=False)
 
 
 def where(condition, a, b):
@@ -296,7 +309,8 @@ def where(condition, a, b):
     >>> ng.where(x > 0, x, 0.0)
     tensor([0., 2.])
     """
-    cond = np.asarray(condition._data if isinstance(condition, Tensor) else condition)
+    cond_t = condition if isinstance(condition, Tensor) else as_tensor(np.asarray(condition))
+    cond = cond_t._data
     if cond.dtype != np.bool_:
         raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor "
                            f"with dtype {cond.dtype}")
@@ -310,7 +324,7 @@ def where(condition, a, b):
     broadcast_shapes(cond.shape, ta.shape, tb.shape)
     dt = _result_dtype(ta, tb)
     value = np.asarray(np.where(cond, ta._data.astype(dt, copy=False), tb._data.astype(dt, copy=False)))
-    return record(WHERE, "WhereBackward0", (Tensor(cond), ta, tb), value)
+    return record(WHERE, "WhereBackward0", (cond_t, ta, tb), value)
 
 
 # ---------------------------------------------------------------- reductions
@@ -596,7 +610,7 @@ def permute(x, *dims):
     dims = tuple(_dim(d, x.ndim) for d in dims)
     if sorted(dims) != list(range(x.ndim)):
         raise RuntimeError("permute(): duplicate dims are not allowed.")
-    if not grad_mode.is_grad_enabled() or not x._requires_grad:
+    if not _recorded(x):
         return Tensor(contiguous(x._data.transpose(dims)))
     return _gather(x, x._data.transpose(dims), _positions(x).transpose(dims), "PermuteBackward0")
 
@@ -607,7 +621,7 @@ def transpose(x, dim0, dim1, name="TransposeBackward0"):
     d0, d1 = _dim(dim0, x.ndim), _dim(dim1, x.ndim)
     dims = list(range(x.ndim))
     dims[d0], dims[d1] = dims[d1], dims[d0]
-    if not grad_mode.is_grad_enabled() or not x._requires_grad:
+    if not _recorded(x):
         return Tensor(contiguous(x._data.transpose(dims)))
     return _gather(x, x._data.transpose(dims), _positions(x).transpose(dims), name)
 
@@ -627,7 +641,7 @@ def expand(x, *shape):
         raise RuntimeError(f"The expanded size of the tensor must match the existing size at "
                            f"non-singleton dimensions: {tuple(x.shape)} -> {tuple(shape)}")
     value = np.broadcast_to(x._data, shape)
-    if not grad_mode.is_grad_enabled() or not x._requires_grad:
+    if not _recorded(x):
         return Tensor(contiguous(value))
     return _gather(x, value, np.broadcast_to(_positions(x), shape), "ExpandBackward0")
 
@@ -665,7 +679,7 @@ def index(x, key):
     """
     key, name = _index_key(key)
     value = np.asarray(x._data[key])
-    if not grad_mode.is_grad_enabled() or not x._requires_grad:
+    if not _recorded(x):
         return Tensor(value.copy() if np.shares_memory(value, x._data) else value,
                       version=x._version)
     return _gather(x, value, _positions(x)[key], name)

@@ -129,8 +129,12 @@ def unary_fwd(op, t, chunks, i, par_min):
         for j in prange(n):
             yv[yo + j] = unary_f(op, xv[xo + j], c0, c1)
     else:
+        # serial loops index slices with the loop counter: Numba then drops its negative-index
+        # check, which blocks SIMD (10x).  Not in prange loops: there slices of one array
+        # passed to the parallel region lost their writes (Numba 0.68).
+        xs, ys = xv[xo:xo + n], yv[yo:yo + n]
         for j in range(n):
-            yv[yo + j] = unary_f(op, xv[xo + j], c0, c1)
+            ys[j] = unary_f(op, xs[j], c0, c1)
 
 
 @pjit
@@ -149,8 +153,9 @@ def unary_vjp(op, t, chunks, adj, adj_off, i, par_min):
         for j in prange(n):
             adj[gx + j] += adj[go + j] * unary_d(op, xv[xo + j], yv[yo + j], c0, c1)
     else:
+        xs, ys, gs, gxs = xv[xo:xo + n], yv[yo:yo + n], adj[go:go + n], adj[gx:gx + n]
         for j in range(n):
-            adj[gx + j] += adj[go + j] * unary_d(op, xv[xo + j], yv[yo + j], c0, c1)
+            gxs[j] += gs[j] * unary_d(op, xs[j], ys[j], c0, c1)
 
 
 @pjit
@@ -223,8 +228,9 @@ def binary_fwd(op, t, chunks, i, par_min):
             for j in prange(n):
                 yv[yo + j] = binary_f(op, av[ao + j], bv[bo + j])
         else:
+            as_, bs_, ys = av[ao:ao + n], bv[bo:bo + n], yv[yo:yo + n]
             for j in range(n):
-                yv[yo + j] = binary_f(op, av[ao + j], bv[bo + j])
+                ys[j] = binary_f(op, as_[j], bs_[j])
     else:
         for j in range(n):
             ja = bidx(j, ma, pa, out_shape, sa)
@@ -250,8 +256,20 @@ def binary_vjp(op, t, chunks, adj, adj_off, i, par_min):
             for j in prange(n):
                 _binary_vjp_at(op, j, j, j, av, ao, bv, bo, yv, yo, adj, ga, gb, go)
         else:
-            for j in range(n):
-                _binary_vjp_at(op, j, j, j, av, ao, bv, bo, yv, yo, adj, ga, gb, go)
+            as_, bs_, ys, gs = av[ao:ao + n], bv[bo:bo + n], yv[yo:yo + n], adj[go:go + n]
+            if ga >= 0 and ga == gb:  # x (op) x: both partials into one slice
+                tas = adj[ga:ga + n]
+                for j in range(n):
+                    tas[j] += gs[j] * (binary_da(op, as_[j], bs_[j], ys[j])
+                                       + binary_db(op, as_[j], bs_[j], ys[j]))
+            else:
+                tas = adj[ga:ga + n] if ga >= 0 else adj[0:0]
+                tbs = adj[gb:gb + n] if gb >= 0 else adj[0:0]
+                for j in range(n):
+                    if ga >= 0:
+                        tas[j] += gs[j] * binary_da(op, as_[j], bs_[j], ys[j])
+                    if gb >= 0:
+                        tbs[j] += gs[j] * binary_db(op, as_[j], bs_[j], ys[j])
     else:
         for j in range(n):
             ja = bidx(j, ma, pa, out_shape, sa)
@@ -350,6 +368,30 @@ def _binary_hvp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, tan, ta, tb, adj, adjd
         adjdot[ga + ja] += gd * binary_da(op, x, z, y) + g * (daa * va + dab * vb)
     if gb >= 0:
         adjdot[gb + jb] += gd * binary_db(op, x, z, y) + g * (dab * va + dbb * vb)
+
+
+# ---------------------------------------------------------------- comparisons (no derivative)
+
+@jit
+def compare_fwd(t, chunks, i):
+    a, b = arg(t, i, 0), arg(t, i, 1)
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    out_shape = shape_of(t, i)
+    ma, pa, sa = broadcast_map(out_shape, shape_of(t, a))
+    mb, pb, sb = broadcast_map(out_shape, shape_of(t, b))
+    kind = const(t, i, 0)
+    for j in range(t.sizes[i]):
+        x = av[ao + bidx(j, ma, pa, out_shape, sa)]
+        z = bv[bo + bidx(j, mb, pb, out_shape, sb)]
+        if kind == 0: r = x < z
+        elif kind == 1: r = x <= z
+        elif kind == 2: r = x > z
+        elif kind == 3: r = x >= z
+        elif kind == 4: r = x == z
+        else: r = x != z
+        yv[yo + j] = 1.0 if r else 0.0
 
 
 # ---------------------------------------------------------------- where(cond, b, c)
@@ -482,6 +524,17 @@ def reduce_vjp(t, chunks, adj, adj_off, i, par_min):
     xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
     yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
     scale = const(t, i, 0)
+    if (op == SUM or op == MEAN) and outer == 1 and inner == 1:
+        # the whole tensor: every element gets the same share, in parallel when large
+        g = adj[go] / scale if op == MEAN else adj[go]
+        if n >= par_min:
+            for j in prange(n):
+                adj[gx + j] += g
+        else:
+            gxs = adj[gx:gx + n]
+            for j in range(n):
+                gxs[j] += g
+        return
     m = outer * inner
     if m * n >= par_min and m > 1:
         for r in prange(m):
@@ -723,8 +776,9 @@ def copy_vjp(t, adj, adj_off, i, par_min):
         for j in prange(n):
             adj[gx + j] += adj[go + j]
     else:
+        gs, gxs = adj[go:go + n], adj[gx:gx + n]
         for j in range(n):
-            adj[gx + j] += adj[go + j]
+            gxs[j] += gs[j]
 
 
 @jit

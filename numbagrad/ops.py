@@ -32,8 +32,10 @@ RESHAPE = 40  # a view: shares its operand's storage
 GATHER = 41   # y.flat[j] = x.flat[idx[j]]: indexing, transpose, permute
 CAT = 42      # concatenation of k operands along one axis
 MATMUL = 43   # (batched) matrix products, 1-D operands included
+COMPARE = 44  # a < b (and friends, by constant 0..5) as 0/1: no gradient, but replays recompute it
 
-N_OPCODES = 44
+N_OPCODES = 45
+LT, LE, GT, GE, EQ, NE = range(6)  # COMPARE's constant
 UNARY = range(NEG, CLAMP + 1)
 BINARY = range(ADD, MINIMUM + 1)
 REDUCTIONS = range(SUM, LOG_SOFTMAX + 1)
@@ -252,6 +254,7 @@ _op(RESHAPE, "ViewBackward0", "")
 _op(GATHER, "IndexBackward0", "")
 _op(CAT, "CatBackward0", "")
 _op(MATMUL, "MmBackward0", "in")
+_op(COMPARE, "Compare", "")
 
 # Every grad_fn name a tape can hold; a node stores its index here.  Torch names the
 # same math by how it was called (x - 2 is SubBackward0, x.T is PermuteBackward0).
@@ -268,7 +271,7 @@ NAMES = [
     "UnsqueezeBackward0", "SqueezeBackward0", "CloneBackward0", "ToCopyBackward0",
     "SelectBackward0", "SliceBackward0", "IndexBackward0", "TransposeBackward0",
     "PermuteBackward0", "TBackward0", "ExpandBackward0", "CatBackward0", "StackBackward0",
-    "MmBackward0", "MvBackward0", "DotBackward0", "BmmBackward0",
+    "MmBackward0", "MvBackward0", "DotBackward0", "BmmBackward0", "Compare",
 ]
 NAME_ID = {name: i for i, name in enumerate(NAMES)}
 assert all(op.name in NAME_ID for op in OPS if op is not None)

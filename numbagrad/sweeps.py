@@ -15,7 +15,7 @@ from .ops import (
     LEAF, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, WHERE,
-    SUM, LOG_SOFTMAX, RESHAPE, GATHER, CAT, MATMUL, SAVES
+    SUM, LOG_SOFTMAX, RESHAPE, GATHER, CAT, MATMUL, COMPARE, SAVES
 )
 
 # node flags (Tape.flags)
@@ -151,6 +151,7 @@ def forward_sweep(t, chunks, start, stop, par_min):
         elif op == GATHER: K.gather_fwd(t, chunks, i)
         elif op == CAT: K.cat_fwd(t, chunks, i)
         elif op == MATMUL: K.matmul_fwd(t, chunks, i)
+        elif op == COMPARE: K.compare_fwd(t, chunks, i)
 
 
 @njit(cache=True)
@@ -168,7 +169,7 @@ def plan_tangents(t, seed_nodes, stop):
         has[s] = True
     total = 0
     for i in range(stop):
-        if not has[i] and t.opcodes[i] != LEAF:
+        if not has[i] and t.opcodes[i] != LEAF and t.flags[i] & REQUIRES_GRAD:
             for p in range(t.arg_ptr[i], t.arg_ptr[i + 1]):
                 if has[t.args[p]]:
                     has[i] = True

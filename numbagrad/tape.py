@@ -61,6 +61,10 @@ class Tape:
         self.leaves = []           # (node, tensor, version when recorded)
         self._leaf_node = {}       # id(tensor) -> (node, version) of its latest record
         self.retained = {}         # node -> non-leaf tensor that asked retain_grad()
+        # values Python looked at while recording (item(), bool(), ...): (node, kind, value,
+        # how it was read);
+        # a replay where one differs would have taken another path (trace.py checks them)
+        self.guards = []
         self.forward_to = None     # set when this tape was merged into another
         self.shift = 0             # ... and where its nodes start there
         self._arrays = None        # cached arrays(), valid while len(self) is unchanged
@@ -130,14 +134,18 @@ class Tape:
         self.val_off.append(loc[1])
         return k
 
-    def record(self, opcode, name_id, operands, value, consts=(), iparams=(), alias_of=None):
-        """Record an op whose eager result is ``value``; ``alias_of`` shares that node's storage."""
+    def record(self, opcode, name_id, operands, value, consts=(), iparams=(), alias_of=None,
+               flags=REQUIRES_GRAD):
+        """Record an op whose eager result is ``value``; ``alias_of`` shares that node's storage.
+
+        ``flags=0`` records a value that carries no gradient (a comparison, or anything
+        computed from one) so that a replay still recomputes it.
+        """
         if alias_of is not None:
             loc = (self.val_chunk[alias_of], self.val_off[alias_of])
         else:
             loc = self.store(value)
-        return self.append(opcode, name_id, operands, value.shape, loc, REQUIRES_GRAD,
-                           consts, iparams)
+        return self.append(opcode, name_id, operands, value.shape, loc, flags, consts, iparams)
 
     def leaf(self, tensor):
         """The node holding ``tensor`` (a leaf or constant), recording it on first use."""
@@ -221,8 +229,10 @@ class Tape:
                 self._leaf_node[id(tensor)] = (k + shift, version)
         for k, tensor in other.retained.items():
             self.retained[k + shift] = tensor
+        self.guards.extend((k + shift, kind, value, how) for k, kind, value, how in other.guards)
         other.forward_to, other.shift = self, shift
         other.chunks, other.leaves, other.retained, other._leaf_node = [], [], {}, {}
+        other.guards = []
         other._arrays = other._typed_chunks = other._small = None
         return shift
 

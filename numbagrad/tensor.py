@@ -8,6 +8,7 @@ first time an op uses them.
 """
 import math
 import numbers
+import threading
 import warnings
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from . import grad_mode
 from .ops import NAME_ID
 from .printing import tensor_repr
-from .sweeps import DIRTY
+from .sweeps import DIRTY, REQUIRES_GRAD
 from .tape import Tape, resolve
 
 float32, float64 = np.float32, np.float64
@@ -45,6 +46,12 @@ def set_default_dtype(dtype):
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"only float32 and float64 can be the default dtype, got {dt}")
     _default[0] = dt
+
+
+# kinds of Tape.guards entries: the exact values were read, or only their truth
+GUARD_VALUE, GUARD_TRUTH = 0, 1
+# while ``trace`` records, ``guard_watch.tapes`` collects the tapes that got guards
+guard_watch = threading.local()
 
 
 class Size(tuple):
@@ -133,11 +140,11 @@ class Tensor:
 
     @property
     def is_leaf(self):
-        return self._tape is None
+        return self._tape is None or not self._requires_grad
 
     @property
     def grad(self):
-        if self._tape is not None and not self._retains_grad:
+        if not self.is_leaf and not self._retains_grad:
             warnings.warn(
                 "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its "
                 ".grad attribute won't be populated during autograd.backward(). If you indeed "
@@ -156,7 +163,7 @@ class Tensor:
 
     @property
     def grad_fn(self):
-        if self._tape is None:
+        if self.is_leaf:
             return None
         from .autograd import Node
         self._tape, self._node = resolve(self._tape, self._node)
@@ -198,7 +205,7 @@ class Tensor:
 
     def retain_grad(self):
         """Keep this non-leaf tensor's ``.grad`` after backward."""
-        if self._tape is None:
+        if self.is_leaf:
             return
         self._tape, self._node = resolve(self._tape, self._node)
         self._tape.retained[self._node] = self
@@ -222,14 +229,25 @@ class Tensor:
             return a.astype(dtype)
         return a.copy() if copy else a
 
+    def _guard(self, kind, how):
+        """Python is about to look at a recorded value: note it on the tape (see Tape.guards)."""
+        if self._tape is not None:
+            self._tape, self._node = resolve(self._tape, self._node)
+            self._tape.guards.append((self._node, kind, self._data.copy(), how))
+            watching = getattr(guard_watch, "tapes", None)
+            if watching is not None:  # a trace is recording: it must replay this value too
+                watching.append(self._tape)
+
     def item(self):
         """The single value as a Python number."""
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
                                "to Scalar")
+        self._guard(GUARD_VALUE, "item()")
         return self._data.reshape(()).item()
 
     def tolist(self):
+        self._guard(GUARD_VALUE, "tolist()")
         return self._data.tolist()
 
     def __float__(self):
@@ -246,6 +264,7 @@ class Tensor:
     def __bool__(self):
         if self._data.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        self._guard(GUARD_TRUTH, "bool()")
         return bool(self._data.reshape(()).item())
 
     def __len__(self):
@@ -266,7 +285,7 @@ class Tensor:
         if dt.kind == "f" and dt != _default[0] or dt.kind in "iu" and dt != np.int64 \
                 or dt.kind not in "fiub":
             suffixes.append(f"dtype={dt.name}")
-        if self._tape is not None and grad_mode_name(self):
+        if not self.is_leaf:
             suffixes.append(f"grad_fn=<{grad_mode_name(self)}>")
         elif self._requires_grad:
             suffixes.append("requires_grad=True")
@@ -381,24 +400,32 @@ def grad_mode_name(t):
 
 # ---------------------------------------------------------------- recording
 
-def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False):
+def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False, differentiable=True):
     """Wrap the eager result ``value`` of an op on ``inputs``; record it when grad is on.
 
-    ``alias`` makes the node share its first operand's storage (views).  This is
-    the only place where ops meet the tape.
+    An op is recorded when an input requires grad or was itself recorded; the
+    result requires grad when an input does (and the op is ``differentiable``).
+    Recorded values without a gradient (comparisons and what is computed from
+    them) keep a replay faithful.  ``alias`` makes the node share its first
+    operand's storage (views).  This is the only place where ops meet the tape.
     """
     if not grad_mode.is_grad_enabled():
         return Tensor(value)
+    grad = False
+    taped = False
     for x in inputs:
         if x._requires_grad:
-            break
-    else:
+            grad = True
+        elif x._tape is not None:
+            taped = True
+    grad = grad and differentiable
+    if not (grad or taped or (not differentiable and any(x._requires_grad for x in inputs))):
         return Tensor(value)
-    tape = _tape_for(inputs, value.dtype)
+    tape = _tape_for(inputs, value.dtype if value.dtype.kind == "f" else _default[0])
     nodes = [_node_on(tape, x) for x in inputs]
     k = tape.record(opcode, NAME_ID[name], nodes, value, consts, iparams,
-                    alias_of=nodes[0] if alias else None)
-    return Tensor(value, tape, k, True, inputs[0]._version if alias else None)
+                    alias_of=nodes[0] if alias else None, flags=REQUIRES_GRAD if grad else 0)
+    return Tensor(value, tape, k, grad, inputs[0]._version if alias else None)
 
 
 def _tape_for(inputs, dtype):

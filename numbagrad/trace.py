@@ -38,11 +38,21 @@ from numba.typed import List
 
 from . import grad_mode
 from .ops import LEAF, NAMES
-from .sweeps import plan_adjoints, reverse_sweep, forward_sweep, PAR_MIN, REQUIRES_GRAD
-from .tape import Tape, TapeArrays, resolve
-from .tensor import Tensor, as_tensor
+import numba
 
-__all__ = ["trace", "Traced", "value_and_grad", "TraceWarning"]
+from .fusion import plan_segments, replay_forward, replay_reverse
+from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
+                     hvp_sweep, PAR_MIN, REQUIRES_GRAD)
+from .tape import Tape, TapeArrays, resolve
+from .tensor import Tensor, as_tensor, GUARD_TRUTH, guard_watch
+from .validate import validate
+
+__all__ = ["trace", "Traced", "value_and_grad", "TraceWarning", "GuardError", "load"]
+
+
+class GuardError(RuntimeError):
+    """A replay where a value Python looked at while recording differs: ``f`` may have taken
+    another branch there.  ``ng.value_and_grad`` traces again; a plain ``Traced`` raises."""
 
 # par_min for sweeps run inside our own prange loops: every kernel then takes its serial branch,
 # so no parallel region is ever launched from inside another one.
@@ -104,6 +114,99 @@ def _batch_rows(t, init, X, in_off, adj_off, total, out_node, src, dst, vals, gr
                 reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL)
                 for j in range(len(src)):
                     grads[r, dst[j]] += adj[src[j]]
+
+
+_FORMAT = 1
+
+
+def _show(v):
+    v = np.asarray(v)
+    return repr(v.item()) if v.size == 1 else np.array2string(v, threshold=6)
+
+
+def _checked(tape, init, in_nodes, out_node, guards):
+    """A replay tape from outside (a file, a pickle): every array checked before any sweep."""
+    replay = validate(tape, len(init))
+    if np.any(replay.val_chunk != 0):
+        raise ValueError("invalid tape: a replay keeps every value in one buffer (chunk 0)")
+    init = np.asarray(init)
+    if init.ndim != 1 or init.dtype not in (np.float32, np.float64):
+        raise ValueError(f"invalid tape: the value buffer must be 1-D float32 or float64, got "
+                         f"{init.dtype} of shape {init.shape}")
+    n = len(replay.opcodes)
+    if not (isinstance(out_node, (int, np.integer)) and 0 <= out_node < n):
+        raise ValueError(f"invalid tape: output node {out_node} is not a node")
+    from .ops import LEAF as _LEAF
+    for ns in in_nodes:
+        for k in ns:
+            if not 0 <= k < n or replay.opcodes[k] != _LEAF:
+                raise ValueError(f"invalid tape: input node {k} is not a leaf")
+    for k, kind, v, how in guards:
+        if not 0 <= k < n or np.asarray(v).size != replay.sizes[k]:
+            raise ValueError(f"invalid tape: guard on node {k} does not fit it")
+    return replay, np.ascontiguousarray(init)
+
+
+def load(path):
+    """Read a traced function written by ``Traced.save``; everything is checked first, so a
+    truncated or tampered file raises ValueError.
+
+    >>> import numpy as np, numbagrad as ng, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "f.npz")
+    >>> ng.trace(lambda x: (x * 3).sum(), np.ones(2)).save(p)
+    >>> ng.load(p)(np.array([1.0, 2.0]))
+    9.0
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError) as e:
+        raise ValueError(f"not a numbagrad tape file: {path}: {e}") from None
+    except Exception as e:  # zipfile and zlib errors of damaged files
+        raise ValueError(f"not a numbagrad tape file: {path}: {type(e).__name__}: {e}") from None
+    try:
+        if int(d["format"][0]) != _FORMAT:
+            raise ValueError(f"tape file format {int(d['format'][0])}, expected {_FORMAT}")
+        tape = {name: d[f"tape_{name}"] for name in TapeArrays._fields}
+        in_ptr, flat = d["in_ptr"], d["in_nodes"]
+        if len(in_ptr) < 1 or in_ptr[0] != 0 or in_ptr[-1] != len(flat) or np.any(np.diff(in_ptr) < 0):
+            raise ValueError("input node pointers are inconsistent")
+        in_nodes = [[int(k) for k in flat[in_ptr[i]:in_ptr[i + 1]]] for i in range(len(in_ptr) - 1)]
+        ndims, dims = d["arg_ndim"], d["arg_shapes"]
+        if len(ndims) != len(in_nodes) or ndims.sum() != len(dims) or np.any(ndims < 0) \
+                or np.any(dims < 0):
+            raise ValueError("argument shapes are inconsistent")
+        ends = np.cumsum(ndims)
+        arg_shapes = [tuple(int(x) for x in dims[e - n_:e]) for n_, e in zip(ndims, ends)]
+        arg_dtypes = [np.dtype(str(x)) for x in d["arg_dtypes"]]
+        if len(arg_dtypes) != len(in_nodes) or any(dt not in (np.float32, np.float64)
+                                                   for dt in arg_dtypes):
+            raise ValueError("argument dtypes are inconsistent")
+        gptr, gvals = d["guard_ptr"], d["guard_values"]
+        gn, gk = d["guard_nodes"], d["guard_kinds"]
+        if len(gptr) != len(gn) + 1 or gptr[0] != 0 or gptr[-1] != len(gvals) \
+                or np.any(np.diff(gptr) < 0) or len(gk) != len(gn):
+            raise ValueError("guards are inconsistent")
+        hows = [str(h) for h in d["guard_hows"]]
+        guards = [(int(gn[i]), int(gk[i]), gvals[gptr[i]:gptr[i + 1]].astype(np.float64),
+                   hows[i] if i < len(hows) else "a read") for i in range(len(gn))]
+        out_node = int(d["out_node"][0])
+        out_shape = tuple(int(x) for x in d["out_shape"])
+        replay, init = _checked(tape, d["init"], in_nodes, out_node, guards)
+        if int(np.prod(out_shape, dtype=np.int64)) != replay.sizes[out_node]:
+            raise ValueError("the output shape does not fit the output node")
+        for shape, ns in zip(arg_shapes, in_nodes):
+            for k in ns:
+                if replay.sizes[k] != int(np.prod(shape, dtype=np.int64)):
+                    raise ValueError(f"argument shape {shape} does not fit input node {k}")
+    except (KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"not a valid numbagrad tape file: {path}: {type(e).__name__}: {e}") \
+            from None
+    traced = Traced.__new__(Traced)
+    traced.__name__ = str(d["name"][0])
+    traced.arg_names = [str(x) for x in d["arg_names"]]
+    traced._setup(replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, guards)
+    return traced
 
 
 def _nblocks(m):
@@ -181,10 +284,16 @@ def _record(f, examples):
 
     Returns (tape, output node, output tensor, leaf nodes of each argument); an argument can
     be several leaf nodes (one per graph it was recorded on before those graphs merged).
+    Graphs whose values Python read while ``f`` ran (``.item()``, ``bool()``) are merged into
+    the output's tape, so that a replay recomputes and checks them.
     """
     leaves = [Tensor(a, requires_grad=True) for a in examples]
-    with grad_mode.enable_grad():
-        out = f(*leaves)
+    guard_watch.tapes = watched = []
+    try:
+        with grad_mode.enable_grad():
+            out = f(*leaves)
+    finally:
+        guard_watch.tapes = None
     if not isinstance(out, Tensor):
         out = as_tensor(out)
     if out.dtype.kind != "f":
@@ -193,8 +302,14 @@ def _record(f, examples):
         # a leaf (an argument returned as is, or a constant): a tape of that one node
         tape = Tape(out.dtype)
         node = tape.leaf(out)
-    else:
-        tape, node = resolve(out._tape, out._node)
+        out = Tensor(out._data, tape, node, True)
+    for t in watched:
+        t, _ = resolve(t, 0)
+        tape, _ = resolve(out._tape, out._node)
+        if t is not tape:
+            small, big = sorted((tape, t), key=len)
+            big.absorb(small)
+    tape, node = resolve(out._tape, out._node)
     in_nodes = [[] for _ in leaves]
     for k, tensor, _ in tape.leaves:
         for i, leaf in enumerate(leaves):
@@ -310,13 +425,20 @@ class Traced:
         replay = arrays._replace(
             flags=(arrays.flags & REQUIRES_GRAD).astype(np.int8),
             val_chunk=np.zeros(n, dtype=np.int32), val_off=offsets)
+        guards = [(int(k), int(kind), np.asarray(v, dtype=np.float64).reshape(-1), how)
+                  for k, kind, v, how in tape.guards]
         self._setup(replay, init, in_nodes, int(node), tuple(out.shape),
-                    [a.shape for a in examples], [a.dtype for a in examples])
+                    [a.shape for a in examples], [a.dtype for a in examples], guards)
         if check:
             _check_constants(f, examples, tape, self)
 
-    def _setup(self, replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes):
+    def _setup(self, replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes,
+               guards=()):
         """Everything a replay needs, from plain arrays (shared by __init__ and unpickling)."""
+        self._guards = list(guards)
+        # runs of elementwise ops swept fused (fusion.py); the output and guarded values are
+        # always written out
+        self._segs = plan_segments(replay, keep=[out_node] + [g[0] for g in self._guards])
         self._t = replay
         self._init = init
         self.dtype = init.dtype
@@ -346,14 +468,44 @@ class Traced:
             "out_shape": self.out_shape, "arg_shapes": self.arg_shapes,
             "arg_dtypes": [d.str for d in self.arg_dtypes], "arg_names": self.arg_names,
             "name": self.__name__,
+            "guards": [(k, kind, v, how) for k, kind, v, how in self._guards],
         }
 
     def __setstate__(self, state):
         self.__name__ = state["name"]
         self.arg_names = list(state["arg_names"])
-        self._setup(TapeArrays(**state["tape"]), state["init"], state["in_nodes"],
-                    state["out_node"], state["out_shape"], state["arg_shapes"],
-                    state["arg_dtypes"])
+        replay, init = _checked(state["tape"], state["init"], state["in_nodes"],
+                                state["out_node"], state["guards"])
+        self._setup(replay, init, state["in_nodes"], state["out_node"], state["out_shape"],
+                    state["arg_shapes"], state["arg_dtypes"], state["guards"])
+
+    def save(self, path):
+        """Write the recording to ``path`` as an ``.npz`` of plain arrays (no pickle).
+
+        >>> import numpy as np, numbagrad as ng, tempfile, os
+        >>> f = ng.trace(lambda x: (x * x).sum(), np.ones(2))
+        >>> p = os.path.join(tempfile.mkdtemp(), "f.npz"); f.save(p)
+        >>> ng.load(p).grad(np.array([1.0, 2.0]))
+        array([2., 4.])
+        """
+        arrays = {f"tape_{name}": getattr(self._t, name) for name in TapeArrays._fields}
+        gk = np.array([g[0] for g in self._guards], dtype=np.int64)
+        gkind = np.array([g[1] for g in self._guards], dtype=np.int64)
+        gval = [g[2] for g in self._guards]
+        gptr = np.concatenate([[0], np.cumsum([v.size for v in gval])]).astype(np.int64)
+        in_ptr = np.concatenate([[0], np.cumsum([len(ns) for ns in self._in_nodes])])
+        np.savez(
+            path, init=self._init, format=np.array([_FORMAT], dtype=np.int64),
+            in_nodes=np.array([k for ns in self._in_nodes for k in ns], dtype=np.int64),
+            in_ptr=in_ptr.astype(np.int64), out_node=np.array([self._out_node], dtype=np.int64),
+            out_shape=np.array(self.out_shape, dtype=np.int64),
+            arg_ndim=np.array([len(s_) for s_ in self.arg_shapes], dtype=np.int64),
+            arg_shapes=np.array([d for s_ in self.arg_shapes for d in s_], dtype=np.int64),
+            arg_dtypes=np.array([d.str for d in self.arg_dtypes]),
+            arg_names=np.array(self.arg_names), name=np.array([self.__name__]),
+            guard_nodes=gk, guard_kinds=gkind, guard_ptr=gptr,
+            guard_values=np.concatenate(gval) if gval else np.zeros(0),
+            guard_hows=np.array([g[3] for g in self._guards] or [""]), **arrays)
 
     # ------------------------------------------------------------ replay
 
@@ -387,7 +539,10 @@ class Traced:
             loc.adj = np.zeros(max(self._total, 1), dtype=self.dtype)
         return loc.buf, loc.chunks, loc.adj
 
-    def _forward(self, arrs):
+    def _forward(self, arrs, fused=False):
+        """Values at ``arrs``.  ``fused`` sweeps elementwise runs fused, which writes only the
+        values read outside them: fine for value, grad and vjp (whose reverse is fused too),
+        not for sweeps that read every node (jacobian, jvp, hvp)."""
         buf, chunks, adj = self._buffers()
         buf[:] = self._init
         for arr, nodes in zip(arrs, self._in_nodes):
@@ -395,8 +550,26 @@ class Traced:
             for k in nodes:
                 o = self._t.val_off[k]
                 buf[o:o + flat.size] = flat
-        forward_sweep(self._t, chunks, 0, self._out_node + 1, PAR_MIN)
+        if fused:
+            starts, stops, ext = self._segs
+            replay_forward(self._t, chunks, buf, starts, stops, ext, PAR_MIN,
+                           numba.get_num_threads())
+        else:
+            forward_sweep(self._t, chunks, 0, len(self._t.opcodes), PAR_MIN)
+        self._check_guards(buf)
         return buf, chunks, adj
+
+    def _check_guards(self, buf):
+        for i, (k, kind, recorded, how) in enumerate(self._guards):
+            o = self._t.val_off[k]
+            now = buf[o:o + recorded.size]
+            same = bool(now.any()) == bool(recorded.any()) if kind == GUARD_TRUTH else \
+                np.array_equal(now, recorded)
+            if not same:
+                raise GuardError(
+                    f"guard {i} of {self.__name__}: {how} of node {k} ({self.tape.name(k)}) read "
+                    f"{_show(recorded)} when traced and is {_show(now)} here, so f may take "
+                    f"another path; trace again at these arguments (ng.value_and_grad does)")
 
     def _value(self, buf):
         o = self._t.val_off[self._out_node]
@@ -405,14 +578,19 @@ class Traced:
             return float(v[0])
         return v.reshape(self.out_shape).copy()
 
-    def _reverse(self, chunks, adj, seed):
+    def _reverse(self, chunks, adj, seed, fused=False):
         adj[:] = 0
         grads = [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
         o = self._adj_off[self._out_node]
         if o < 0:
             return grads  # the output does not depend on any argument
         adj[o:o + self._out_size] = seed
-        reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
+        if fused:
+            starts, stops, ext = self._segs
+            replay_reverse(self._t, chunks, chunks[0], adj, self._adj_off, starts, stops, ext,
+                           self._out_node, PAR_MIN, numba.get_num_threads())
+        else:
+            reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
         for g, offs in zip(grads, self._in_adj):
             for a in offs:
                 g += adj[a:a + g.size].reshape(g.shape)
@@ -424,7 +602,7 @@ class Traced:
 
     def __call__(self, *args):
         """The value of ``f`` at ``args`` (an ndarray, or a float for a 0-d output)."""
-        buf, _, _ = self._forward(self._check(args))
+        buf, _, _ = self._forward(self._check(args), fused=True)
         return self._value(buf)
 
     def value_and_grad(self, *args):
@@ -437,11 +615,11 @@ class Traced:
         if self._out_size != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs; use vjp "
                                "or jacobian")
-        buf, chunks, adj = self._forward(self._check(args))
+        buf, chunks, adj = self._forward(self._check(args), fused=True)
         value = self._value(buf)
         if not isinstance(value, float):
             value = value.reshape(()).item() if value.size == 1 else value
-        return value, self._pack(self._reverse(chunks, adj, 1.0))
+        return value, self._pack(self._reverse(chunks, adj, 1.0, fused=True))
 
     def grad(self, *args):
         """The gradient of a scalar ``f`` at ``args``: an ndarray per argument (a tuple for
@@ -467,8 +645,108 @@ class Traced:
         v = np.asarray(v._data if isinstance(v, Tensor) else v)
         if v.shape != self.out_shape:
             raise ValueError(f"v: expected the output's shape {self.out_shape}, got {v.shape}")
-        _, chunks, adj = self._forward(self._check(args))
-        return tuple(self._reverse(chunks, adj, v.reshape(-1)))
+        _, chunks, adj = self._forward(self._check(args), fused=True)
+        return tuple(self._reverse(chunks, adj, v.reshape(-1), fused=True))
+
+    # ------------------------------------------------------------ forward mode and curvature
+
+    def _tangents(self, arrs, ts):
+        """Forward values, then tangents seeded with ``ts`` (one per argument)."""
+        buf, chunks, adj = self._forward(arrs)
+        seeds = np.array([k for ns in self._in_nodes for k in ns], dtype=np.int64)
+        tan_off, total = plan_tangents(self._t, seeds, self._out_node + 1)
+        tan = np.zeros(max(int(total), 1), dtype=self.dtype)
+        for t_, ns in zip(ts, self._in_nodes):
+            flat = np.asarray(t_, dtype=self.dtype).reshape(-1)
+            for k in ns:
+                tan[tan_off[k]:tan_off[k] + flat.size] = flat
+        tangent_sweep(self._t, chunks, tan, tan_off, 0, self._out_node + 1, PAR_MIN)
+        return buf, chunks, adj, tan, tan_off
+
+    def _tangent_args(self, args, t):
+        if not isinstance(args, (tuple, list)):
+            args = (args,)
+        if not isinstance(t, (tuple, list)):
+            t = (t,)
+        arrs = self._check(args)
+        if len(t) != len(arrs):
+            raise ValueError(f"expected {len(arrs)} tangent(s), got {len(t)}")
+        ts = []
+        for ti, a, name in zip(t, arrs, self.arg_names):
+            ti = np.asarray(ti._data if isinstance(ti, Tensor) else ti)
+            if ti.shape != a.shape:
+                raise ValueError(f"tangent for {name}: expected shape {a.shape}, got {ti.shape}")
+            ts.append(ti)
+        return arrs, ts
+
+    def jvp(self, args, t):
+        """``(f(args), J t)``: the Jacobian-vector product by one forward tangent sweep.
+
+        >>> import numpy as np, numbagrad as ng
+        >>> f = ng.trace(lambda x: x * x, np.ones(2))
+        >>> f.jvp((np.array([1.0, 2.0]),), (np.array([1.0, 1.0]),))
+        (array([1., 4.]), array([2., 4.]))
+        """
+        arrs, ts = self._tangent_args(args, t)
+        buf, _, _, tan, tan_off = self._tangents(arrs, ts)
+        o = tan_off[self._out_node]
+        jt = np.zeros(self.out_shape, dtype=self.dtype) if o < 0 else \
+            tan[o:o + self._out_size].reshape(self.out_shape).copy()
+        value = self._value(buf)
+        return value, (float(jt) if not self.out_shape else jt)
+
+    def hvp(self, args, v):
+        """The Hessian-vector product ``H v`` of a scalar ``f`` at ``args``: forward-over-reverse
+        on the tape (a tangent sweep, a reverse sweep and their product), no finite differences.
+
+        >>> import numpy as np, numbagrad as ng
+        >>> f = ng.trace(lambda x: (x ** 3).sum(), np.ones(2))
+        >>> f.hvp((np.array([1.0, 2.0]),), (np.array([1.0, 0.0]),))
+        array([6., 0.])
+        """
+        if self._out_size != 1:
+            raise RuntimeError("hvp needs a scalar output")
+        arrs, vs = self._tangent_args(args, v)
+        return self._pack(self._hvp(arrs, vs))
+
+    def _hvp(self, arrs, vs):
+        buf, chunks, adj, tan, tan_off = self._tangents(arrs, vs)
+        adj[:] = 0
+        out = [np.zeros(s, dtype=self.dtype) for s in self.arg_shapes]
+        o = self._adj_off[self._out_node]
+        if o < 0:
+            return out
+        adj[o] = 1.0
+        reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
+        adjdot = np.zeros_like(adj)
+        hvp_sweep(self._t, chunks, tan, tan_off, adj, adjdot, self._adj_off, self._out_node,
+                  PAR_MIN)
+        for g, offs in zip(out, self._in_adj):
+            for a in offs:
+                g += adjdot[a:a + g.size].reshape(g.shape)
+        return [g.astype(d, copy=False) for g, d in zip(out, self.arg_dtypes)]
+
+    def hessian(self, *args):
+        """The Hessian of a scalar ``f`` of one argument: shape ``arg.shape * 2``, one
+        Hessian-vector product per column.
+
+        >>> import numpy as np, numbagrad as ng
+        >>> ng.trace(lambda x: (x[0] * x[1]) ** 2, np.ones(2)).hessian(np.array([1.0, 2.0]))
+        array([[8., 8.],
+               [8., 2.]])
+        """
+        if len(args) != 1:
+            raise TypeError("hessian takes one argument; use hvp for several")
+        arrs = self._check(args)
+        shape = arrs[0].shape
+        n = int(np.prod(shape, dtype=np.int64))
+        H = np.zeros((n, n), dtype=self.dtype)
+        e = np.zeros(n, dtype=self.dtype)
+        for j in range(n):
+            e[:] = 0
+            e[j] = 1
+            H[:, j] = self._hvp(arrs, [e.reshape(shape)])[0].reshape(-1)
+        return H.reshape(shape + shape)
 
     def jacobian(self, *args):
         """The Jacobian at ``args``: shape ``out.shape + arg.shape`` (a tuple for several
@@ -618,7 +896,11 @@ def value_and_grad(f, argnums=0):
         traced = cache.get(key)
         if traced is None:
             traced = cache[key] = Traced(f, *args)
-        value, grads = traced.value_and_grad(*args)
+        try:
+            value, grads = traced.value_and_grad(*args)
+        except GuardError:  # f branches differently here: record it again at this point
+            traced = cache[key] = Traced(f, *args, check=False)
+            value, grads = traced.value_and_grad(*args)
         if len(args) == 1:
             grads = (grads,)
         chosen = tuple(grads[i] for i in picks)

@@ -11,7 +11,7 @@ from numba import njit
 
 from .ops import (
     LEAF, UNARY, BINARY, WHERE, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX,
-    RESHAPE, GATHER, CAT, MATMUL, KNOWN, NAMES, N_OPCODES,
+    RESHAPE, GATHER, CAT, MATMUL, COMPARE, KNOWN, NAMES, N_OPCODES,
 )
 from .tape import TapeArrays, _INT_COLUMNS
 
@@ -30,6 +30,7 @@ for _op in (SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX, RESHAPE, GATHE
     ARITY[_op] = 1
 ARITY[CAT] = -1
 ARITY[MATMUL] = 2
+ARITY[COMPARE] = 2
 
 
 def _fail(k, what):
@@ -137,7 +138,7 @@ def _check_nodes(t, n_values, n_chunks, arity):
         elif op == RESHAPE:
             if t.sizes[a0] != size:
                 return 5, k, t.sizes[a0]
-        elif arity[op] == 2 and op != MATMUL or op == WHERE:
+        elif arity[op] == 2 and op != MATMUL or op == WHERE:  # elementwise, COMPARE too
             nd = t.shape_ptr[k + 1] - t.shape_ptr[k]
             for p in range(t.arg_ptr[k], t.arg_ptr[k + 1]):
                 a = t.args[p]

@@ -328,3 +328,25 @@ def test_nan_seed_is_rejected():
     y = leaf([1.0, 2.0]) * 2
     with pytest.raises(ValueError, match="NaN"):
         y.backward(ng.tensor([float("nan"), 1.0]))
+
+
+def test_comparisons_are_recorded_without_gradient():
+    x = leaf([-1.0, 2.0])
+    mask = x > 0
+    assert mask.dtype == np.bool_ and not mask.requires_grad
+    assert mask.is_leaf and mask.grad_fn is None and repr(mask) == "tensor([False,  True])"
+    assert mask._tape is not None  # on the tape, so that a replay recomputes it
+    y = ng.where(mask, x * 3, x * 0.5)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.5, 3.0])
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        mask.float().sum().backward()
+
+
+def test_python_reads_of_recorded_values_are_noted_as_guards():
+    x = leaf([1.0, -2.0])
+    s = (x * 2).sum()
+    if s.item() > 0 or bool(s < 0):
+        pass
+    kinds = [(how, kind) for _, kind, _, how in s._tape.guards]
+    assert ("item()", 0) in kinds and ("bool()", 1) in kinds
