@@ -450,6 +450,17 @@ class Traced:
         self._out_size = int(np.prod(self.out_shape, dtype=np.int64))
         adj_off, total, _, _, _ = plan_adjoints(replay, np.array([out_node], dtype=np.int64))
         self._adj_off, self._total = adj_off, int(total)
+        ext = self._segs[2]
+        slots = np.flatnonzero((adj_off >= 0) & (ext != 1))
+        starts, ends = adj_off[slots], adj_off[slots] + replay.sizes[slots]
+        order = np.argsort(starts)
+        ranges = []
+        for a, b in zip(starts[order].tolist(), ends[order].tolist()):
+            if ranges and ranges[-1][1] == a:
+                ranges[-1][1] = b
+            else:
+                ranges.append([a, b])
+        self._zero_ranges = ranges
         # where each argument's gradient sits in the adjoint buffer: (adjoint offset) per node
         self._in_adj = [[int(adj_off[k]) for k in ns if adj_off[k] >= 0] for ns in in_nodes]
         self._local = threading.local()
@@ -534,7 +545,8 @@ class Traced:
         """This thread's value buffer (as a one-chunk typed list) and adjoint buffer."""
         loc = self._local
         if getattr(loc, "buf", None) is None:
-            loc.buf = np.empty_like(self._init)
+            # constants sit in the buffer from here on: sweeps never write a leaf's slot
+            loc.buf = self._init.copy()
             loc.chunks = List([loc.buf])
             loc.adj = np.zeros(max(self._total, 1), dtype=self.dtype)
         return loc.buf, loc.chunks, loc.adj
@@ -544,7 +556,6 @@ class Traced:
         values read outside them: fine for value, grad and vjp (whose reverse is fused too),
         not for sweeps that read every node (jacobian, jvp, hvp)."""
         buf, chunks, adj = self._buffers()
-        buf[:] = self._init
         for arr, nodes in zip(arrs, self._in_nodes):
             flat = arr.reshape(-1)
             for k in nodes:
@@ -579,7 +590,12 @@ class Traced:
         return v.reshape(self.out_shape).copy()
 
     def _reverse(self, chunks, adj, seed, fused=False):
-        adj[:] = 0
+        if fused:
+            # the fused sweeps never read a segment-internal node's slot: zero only the rest
+            for a, b in self._zero_ranges:
+                adj[a:b] = 0
+        else:
+            adj[:] = 0
         grads = [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
         o = self._adj_off[self._out_node]
         if o < 0:
