@@ -39,6 +39,35 @@ def _drop_stale_numba_caches():
 
 _drop_stale_numba_caches()
 
+
+def _choose_threading_layer():
+    """Pick a thread- and fork-safe Numba threading layer before any parallel region starts.
+
+    Numba's fallback layer, ``workqueue``, aborts the process when two Python threads launch
+    parallel sweeps at once (``grad_batch``, ``jacobian``, large kernels), and GNU OpenMP is not
+    fork-safe.  TBB (the ``tbb`` package, TBB_INTERFACE_VERSION >= 12060, i.e. 2021.6 or later,
+    as Numba requires) is both, so it is a dependency and chosen here; without it we ask for
+    any thread-safe layer (``threadsafe``: TBB or OpenMP).  NUMBA_THREADING_LAYER, when set,
+    wins.
+    """
+    import os
+    import numba
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        return
+    try:
+        from numba.np.ufunc.parallel import _check_tbb_version_compatible
+        _check_tbb_version_compatible()
+        numba.config.THREADING_LAYER = "tbb"
+    except Exception:  # no usable TBB: OpenMP is thread-safe too (not across fork)
+        try:
+            from numba.np.ufunc import omppool  # noqa: F401
+            numba.config.THREADING_LAYER = "threadsafe"
+        except Exception:  # only workqueue: concurrent parallel sweeps would abort
+            pass
+
+
+_choose_threading_layer()
+
 from .grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .tensor import (
     Tensor, Size, tensor, as_tensor, from_numpy, randn, rand, zeros, ones, full, zeros_like,
