@@ -90,3 +90,7 @@ __version__ = "0.1.0"
 # record once, replay many (trace.py) and whole-function derivatives (functional.py)
 from .trace import trace, value_and_grad, Traced, TraceWarning, GuardError, load
 from . import functional
+
+# checked derivatives and NaN/inf hunting (gradcheck.py, anomaly.py)
+from .gradcheck import gradcheck, gradgradcheck, GradcheckError
+from .anomaly import detect_anomaly, set_detect_anomaly, is_anomaly_enabled, AnomalyError
