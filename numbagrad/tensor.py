@@ -82,9 +82,13 @@ class Tensor:
 
     __slots__ = ("_data", "_tape", "_node", "_requires_grad", "_grad", "_version",
                  "_retains_grad", "__weakref__")
-    # ndarray (op) Tensor defers to the Tensor's reflected operator, which records it
-    __array_ufunc__ = None
-    __array_priority__ = 1000
+    # NumPy calls on tensors (np.exp(t), ndarray * t, np.sum(t)) record like the ng functions
+    # (interop.py); np.asarray(t) goes through __array__ and detaches
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return interop.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return interop.array_function(func, types, args, kwargs)
 
     def __init__(self, data, tape=None, node=-1, requires_grad=False, version=None):
         self._data = data
@@ -662,3 +666,4 @@ def eye(n, m=None, dtype=None, requires_grad=False):
 
 
 from . import functions as F  # noqa: E402  (functions builds on Tensor)
+from . import interop  # noqa: E402  (NumPy's protocols, built on functions)
