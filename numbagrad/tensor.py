@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from . import grad_mode
+from . import anomaly, grad_mode
 from .ops import NAME_ID
 from .printing import tensor_repr
 from .sweeps import DIRTY, REQUIRES_GRAD
@@ -429,6 +429,8 @@ def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False, diff
     nodes = [_node_on(tape, x) for x in inputs]
     k = tape.record(opcode, NAME_ID[name], nodes, value, consts, iparams,
                     alias_of=nodes[0] if alias else None, flags=REQUIRES_GRAD if grad else 0)
+    if anomaly._active[0]:  # ng.detect_anomaly() somewhere: check the value now
+        anomaly.check_recorded(tape, k, value)
     return Tensor(value, tape, k, grad, inputs[0]._version if alias else None)
 
 
