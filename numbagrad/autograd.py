@@ -17,6 +17,7 @@ from .sweeps import plan_adjoints, reverse_sweep, PAR_MIN, FREED, REQUIRES_GRAD,
 from .ops import LEAF
 from .tape import Tape, resolve
 from .tensor import Tensor, as_tensor
+from . import anomaly
 
 SECOND_BACKWARD_MESSAGE = (
     "Trying to backward through the graph a second time (or directly access saved tensors after "
@@ -155,6 +156,7 @@ def _run(outputs, grad_outputs, retain_graph):
         off = adj_off[k]
         adj[off:off + s.size] += s.reshape(-1)
     reverse_sweep(arrays, tape.typed_chunks(), adj, adj_off, int(seed_nodes.max()), PAR_MIN)
+    anomaly.check_reverse(arrays, adj, adj_off, seed_nodes)  # only inside ng.detect_anomaly()
     if not retain_graph:
         freed = (adj_off >= 0) & (arrays.opcodes != LEAF)
         np.frombuffer(tape.flags, dtype=np.int8)[freed] |= FREED  # a view: writes through
