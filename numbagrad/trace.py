@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 from numba.typed import List
 
-from . import grad_mode
+from . import anomaly, grad_mode
 from .ops import LEAF, NAMES
 import numba
 
@@ -556,6 +556,7 @@ class Traced:
         values read outside them: fine for value, grad and vjp (whose reverse is fused too),
         not for sweeps that read every node (jacobian, jvp, hvp)."""
         buf, chunks, adj = self._buffers()
+        fused = fused and not anomaly.is_anomaly_enabled()  # per-node values for the check
         for arr, nodes in zip(arrs, self._in_nodes):
             flat = arr.reshape(-1)
             for k in nodes:
@@ -567,6 +568,7 @@ class Traced:
                            numba.get_num_threads())
         else:
             forward_sweep(self._t, chunks, 0, len(self._t.opcodes), PAR_MIN)
+        anomaly.check_forward(self._t, buf)  # only inside ng.detect_anomaly()
         self._check_guards(buf)
         return buf, chunks, adj
 
@@ -590,6 +592,7 @@ class Traced:
         return v.reshape(self.out_shape).copy()
 
     def _reverse(self, chunks, adj, seed, fused=False):
+        fused = fused and not anomaly.is_anomaly_enabled()  # as in _forward
         if fused:
             # the fused sweeps never read a segment-internal node's slot: zero only the rest
             for a, b in self._zero_ranges:
@@ -607,6 +610,7 @@ class Traced:
                            self._out_node, PAR_MIN, numba.get_num_threads())
         else:
             reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
+        anomaly.check_reverse(self._t, adj, self._adj_off, self._out_node)
         for g, offs in zip(grads, self._in_adj):
             for a in offs:
                 g += adj[a:a + g.size].reshape(g.shape)
@@ -734,6 +738,7 @@ class Traced:
             return out
         adj[o] = 1.0
         reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
+        anomaly.check_reverse(self._t, adj, self._adj_off, self._out_node)
         adjdot = np.zeros_like(adj)
         hvp_sweep(self._t, chunks, tan, tan_off, adj, adjdot, self._adj_off, self._out_node,
                   PAR_MIN)
