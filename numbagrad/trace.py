@@ -860,6 +860,19 @@ class Traced:
                         self._out_node, src, dst, vals, grads, _nblocks(B))
         return vals, grads.reshape(X.shape).astype(self.arg_dtypes[0], copy=False)
 
+    def numba(self):
+        """A handle for calling this function's derivatives from inside ``@njit`` code
+        (``numbagrad/innumba.py``): ``h.grad_into(x, out)``, ``value``, ``vjp_into``,
+        ``jvp_into``, ``hvp_into``, ``copy``; ``x`` is the arguments flattened and concatenated.
+
+        >>> import numpy as np, numbagrad as ng
+        >>> h = ng.trace(lambda x: (x * x).sum(), np.ones(2)).numba()
+        >>> h.value(np.array([1.0, 2.0]))
+        5.0
+        """
+        from .innumba import handle_for
+        return handle_for(self)
+
     def __repr__(self):
         args = ", ".join(f"{n}: {d}{list(s)}" for n, s, d in
                          zip(self.arg_names, self.arg_shapes, self.arg_dtypes))
