@@ -13,9 +13,9 @@ array([[2., 0.],
 import numpy as np
 
 from .tensor import Tensor
-from .trace import Traced
+from .trace import Traced, GuardError, _key
 
-__all__ = ["jacobian", "vjp", "jvp", "hessian", "hvp"]
+__all__ = ["jacobian", "vjp", "jvp", "hessian", "hvp", "hessp", "hess"]
 
 
 def _inputs(inputs):
@@ -118,3 +118,83 @@ def hessian(func, inputs):
         raise TypeError("hessian takes one input; use hvp for several")
     traced = Traced(func, *xs, check=False)
     return _wrap(traced.hessian(*xs), as_tensors)
+
+
+# ---------------------------------------------------------------- callables for scipy.optimize
+
+def _replayer(f):
+    """Replay ``f`` through a trace per argument shape/dtype, traced again where a guard fails
+    (the same policy as ``ng.value_and_grad``)."""
+    cache = {}
+
+    def run(args, use):
+        key = tuple(_key(a) for a in args)
+        traced = cache.get(key)
+        if traced is None:
+            traced = cache[key] = Traced(f, *args)
+        try:
+            return use(traced)
+        except GuardError:  # f branches differently here: record it again at this point
+            traced = cache[key] = Traced(f, *args, check=False)
+            return use(traced)
+    return run
+
+
+def hessp(f):
+    """``f`` as ``hessp(x, p, *args) = H(x) p``, the Hessian of scalar ``f`` in its first
+    argument times ``p``: the ``hessp=`` of ``scipy.optimize.minimize`` (Newton-CG, trust-ncg,
+    trust-krylov).  Forward-over-reverse on the recorded tape; no Hessian is formed.
+
+    >>> import numpy as np, numbagrad as ng, scipy.optimize
+    >>> f = lambda x: ((x - 3.0) ** 4).sum() + (x * x).sum()
+    >>> ng.functional.hessp(f)(np.zeros(2), np.array([1.0, 0.0]))
+    array([110.,   0.])
+    >>> r = scipy.optimize.minimize(ng.value_and_grad(f), np.zeros(2), jac=True,
+    ...                             hessp=ng.functional.hessp(f), method="Newton-CG")
+    >>> bool(r.success), np.round(r.x, 4)
+    (True, array([2., 2.]))
+    """
+    run = _replayer(f)
+
+    def hp(x, p, *args):
+        xs = (x,) + args
+        tangents = (np.asarray(p),) + tuple(np.zeros(np.shape(a)) for a in args)
+        hv = run(xs, lambda t: t.hvp(xs, tangents))
+        return hv[0] if isinstance(hv, tuple) else hv
+
+    hp.__name__ = f"hessp_{getattr(f, '__name__', 'f')}"
+    return hp
+
+
+def hess(f):
+    """``f`` as ``hess(x, *args)``, the Hessian matrix of scalar ``f`` in its first argument
+    (shape ``x.shape * 2``): the ``hess=`` of ``scipy.optimize.minimize`` (trust-ncg,
+    trust-exact, Newton-CG).  One Hessian-vector product per column.
+
+    >>> import numpy as np, numbagrad as ng
+    >>> ng.functional.hess(lambda x: (x[0] * x[1]) ** 2)(np.array([1.0, 2.0]))
+    array([[8., 8.],
+           [8., 2.]])
+    """
+    run = _replayer(f)
+
+    def h(x, *args):
+        xs = (x,) + args
+        if not args:
+            return run(xs, lambda t: t.hessian(x))
+        n = int(np.size(x))
+        zeros = tuple(np.zeros(np.shape(a)) for a in args)
+
+        def columns(t):
+            H = np.zeros((n, n))
+            e = np.zeros(n)
+            for j in range(n):
+                e[:] = 0
+                e[j] = 1
+                hv = t.hvp(xs, (e.reshape(np.shape(x)),) + zeros)
+                H[:, j] = np.ravel(hv[0] if isinstance(hv, tuple) else hv)
+            return H.reshape(np.shape(x) * 2)
+        return run(xs, columns)
+
+    h.__name__ = f"hess_{getattr(f, '__name__', 'f')}"
+    return h
