@@ -571,6 +571,8 @@ def _shape_arg(size):
 
 
 def _factory(a, requires_grad):
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"dtype: expected a numeric dtype (float, int or bool), got {a.dtype}")
     if requires_grad:
         _check_grad_dtype(a.dtype)
     return Tensor(a, requires_grad=bool(requires_grad))
@@ -664,6 +666,9 @@ def linspace(start, end, steps, dtype=None, requires_grad=False):
 
 def eye(n, m=None, dtype=None, requires_grad=False):
     """The identity matrix (n x m)."""
+    for name, v in (("n", n), ("m", m)):
+        if v is not None and (not isinstance(v, numbers.Integral) or v < 0):
+            raise RuntimeError(f"{name} must be an integer greater or equal to 0, got {v!r}")
     return _factory(np.eye(n, m, dtype=dtype or _default[0]), requires_grad)
 
 
