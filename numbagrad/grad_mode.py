@@ -73,6 +73,8 @@ class set_grad_enabled(_GradMode):
     """
 
     def __init__(self, mode):
+        if not isinstance(mode, (bool, int)):  # PyTorch accepts bools only; 0/1 are harmless
+            raise TypeError(f"enabled must be a bool (got {type(mode).__name__})")
         self._prev = is_grad_enabled()
         self._flag = bool(mode)
         _set(mode)
