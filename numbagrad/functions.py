@@ -19,6 +19,7 @@ from .ops import (
     SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX,
     RESHAPE, GATHER, CAT, MATMUL, COMPARE, LT, LE, GT, GE, EQ, NE,
 )
+from .tensor import _shape_arg
 from .tensor import Tensor, record, mark_modified, as_tensor, get_default_dtype, _dim, Size, \
     contiguous
 
@@ -636,7 +637,7 @@ def expand(x, *shape):
         raise RuntimeError(f"expand: the number of sizes provided ({len(shape)}) must be greater "
                            f"or equal to the number of dimensions in the tensor ({x.ndim})")
     shape = tuple(x.shape[d - lead] if s == -1 and d >= lead else s for d, s in enumerate(shape))
-    broadcast_shapes(x.shape, shape)
+    shape = _shape_arg(shape)  # ints, none negative, the element count fits (names the size)
     if broadcast_shapes(x.shape, shape) != tuple(shape):
         raise RuntimeError(f"The expanded size of the tensor must match the existing size at "
                            f"non-singleton dimensions: {tuple(x.shape)} -> {tuple(shape)}")
