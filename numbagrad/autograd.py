@@ -92,7 +92,14 @@ def _seed(out, g, i):
         if out._data.size != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
         return np.ones(out.shape, dtype=out.dtype)
-    g = g._data if isinstance(g, Tensor) else np.asarray(g, dtype=out.dtype)
+    if isinstance(g, Tensor):
+        g = g._data
+    else:
+        try:
+            g = np.asarray(g, dtype=out.dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"grad_output[{i}] must be a Tensor or an array of numbers, got "
+                            f"{type(g).__name__}") from None
     if g.shape != out._data.shape:
         raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(g.shape)} "
                            f"and output[{i}] has a shape of {tuple(out.shape)}.")
