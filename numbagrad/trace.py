@@ -665,6 +665,8 @@ class Traced:
         v = np.asarray(v._data if isinstance(v, Tensor) else v)
         if v.shape != self.out_shape:
             raise ValueError(f"v: expected the output's shape {self.out_shape}, got {v.shape}")
+        if v.dtype.kind not in "biuf" or np.isnan(v).any():
+            raise ValueError(f"v: expected finite-or-inf numbers (no NaN), got {_show(v)}")
         _, chunks, adj = self._forward(self._check(args), fused=True)
         return tuple(self._reverse(chunks, adj, v.reshape(-1), fused=True))
 
@@ -696,6 +698,9 @@ class Traced:
             ti = np.asarray(ti._data if isinstance(ti, Tensor) else ti)
             if ti.shape != a.shape:
                 raise ValueError(f"tangent for {name}: expected shape {a.shape}, got {ti.shape}")
+            if ti.dtype.kind not in "biuf" or np.isnan(ti).any():
+                raise ValueError(f"tangent for {name}: expected numbers without NaN, got "
+                                 f"{_show(ti)}")
             ts.append(ti)
         return arrs, ts
 
@@ -897,6 +902,8 @@ def trace(f, *example_args, check=True):
     >>> rosen.grad(np.ones(3))
     array([0., 0., 0.])
     """
+    if not callable(f):
+        raise TypeError(f"trace: f must be callable, got {type(f).__name__}")
     return Traced(f, *example_args, check=check)
 
 
@@ -923,9 +930,16 @@ def value_and_grad(f, argnums=0):
     """
     single = isinstance(argnums, int)
     picks = (argnums,) if single else tuple(argnums)
+    if not callable(f):
+        raise TypeError(f"value_and_grad: f must be callable, got {type(f).__name__}")
+    if not picks or not all(isinstance(i, int) and i >= 0 for i in picks):
+        raise ValueError(f"argnums must be a non-negative int or a non-empty tuple of them, got "
+                         f"{argnums!r}")
     cache = {}
 
     def fg(*args):
+        if max(picks) >= len(args):
+            raise ValueError(f"argnums {argnums!r} is out of range for {len(args)} argument(s)")
         key = tuple(_key(a) for a in args)
         traced = cache.get(key)
         if traced is None:
