@@ -94,3 +94,6 @@ from . import functional
 # checked derivatives and NaN/inf hunting (gradcheck.py, anomaly.py)
 from .gradcheck import gradcheck, gradgradcheck, GradcheckError
 from .anomaly import detect_anomaly, set_detect_anomaly, is_anomaly_enabled, AnomalyError
+
+# a picture of the graph (viz.py: DOT text; the graphviz package only to render)
+from . import viz
