@@ -1,77 +1,92 @@
-"""Replayed derivatives of traced functions (numbagrad.trace)."""
+"""Replayed derivatives of traced functions (``ng.trace(f, x)``): grad, jacobian, grad_batch.
+
+Tracing and the first replay (Numba compile or cache load) happen in ``setup``.
+"""
 import numpy as np
 
 import numbagrad as ng
+from benchmarks import workloads as W
 
 
-def notebook(x):
-    return (2 * (x + 2) ** 2).mean()
+class ReplayW1:
+    params = ([3, 1_000_000], ["float64", "float32"])
+    param_names = ["n", "dtype"]
+    timeout = 600
 
-
-def rosenbrock(x):
-    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
-
-
-def scalar_chain(*xs):
-    acc = xs[0] * 0
-    for k in range(3000):
-        acc = acc + ng.sin(xs[k % 10]) * xs[(k + 3) % 10]
-    return acc
-
-
-class ReplayGrad:
-    params = (["notebook", "rosenbrock"], [1_000, 1_000_000])
-    param_names = ["function", "n"]
-
-    def setup(self, function, n):
-        f = {"notebook": notebook, "rosenbrock": rosenbrock}[function]
-        self.x = np.random.default_rng(0).standard_normal(n)
-        self.f = ng.trace(f, self.x)
-        self.f.grad(self.x)  # Numba compiles (or loads its cache) outside the timing
-
-    def time_grad(self, function, n):
+    def setup(self, n, dtype):
+        self.x = W.w1_data(n, dtype)
+        self.f = ng.trace(W.notebook, self.x)
         self.f.grad(self.x)
 
-    def peakmem_grad(self, function, n):
+    def time_grad(self, n, dtype):
         self.f.grad(self.x)
 
 
-class ScalarGraph:
-    """10,000 ops on 0-d values: the tape interpreter's per-op cost."""
+class ReplayW2:
+    """W2 at K = 10,000: the replay's cost per op (the issue's target: at most 10 ns)."""
+    timeout = 600
 
     def setup(self):
-        self.xs = [np.float64(v) for v in np.random.default_rng(1).standard_normal(10)]
-        self.f = ng.trace(scalar_chain, *self.xs)
+        self.xs = W.w2_data()
+        self.f = ng.trace(W.scalar_chain(10_000), *self.xs)
+        self.ops = W.w2_steps(10_000)[0] * W.OPS_PER_STEP
         self.f.grad(*self.xs)
 
     def time_grad(self):
         self.f.grad(*self.xs)
 
     def track_ns_per_op(self):
-        import time
-        t0 = time.perf_counter()
-        for _ in range(20):
-            self.f.grad(*self.xs)
-        return (time.perf_counter() - t0) / 20 / len(self.f.tape) * 1e9
+        reps = 20
+        return W.median_time(lambda: self.f.grad(*self.xs), reps) / self.ops * 1e9
     track_ns_per_op.unit = "ns"
 
 
-class Jacobian:
+class ReplayW3:
+    params = [1_000, 1_000_000]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        self.x = W.w3_data(n)
+        self.f = ng.trace(W.rosenbrock, self.x)
+        self.f.grad(self.x)
+
+    def time_grad(self, n):
+        self.f.grad(self.x)
+
+
+class ReplayW4:
+    params = ["float64", "float32"]
+    param_names = ["dtype"]
+    timeout = 600
+
+    def setup(self, dtype):
+        self.params_, X, y = W.w4_data(dtype)
+        self.f = ng.trace(W.mlp_loss(X, y), *self.params_)
+        self.f.grad(*self.params_)
+
+    def time_grad(self, dtype):
+        self.f.grad(*self.params_)
+
+
+class JacobianW5:
+    timeout = 600
+
     def setup(self):
-        rng = np.random.default_rng(2)
-        A = ng.tensor(rng.standard_normal((100, 1000)))
-        self.x = rng.standard_normal(1000)
-        self.f = ng.trace(lambda x: ng.tanh(A @ x) * x[:100], self.x)
+        A, self.x = W.w5_data(1000, 100)
+        self.f = ng.trace(W.tanh_layer(A, 100), self.x)
         self.f.jacobian(self.x)
 
     def time_jacobian(self):
         self.f.jacobian(self.x)
 
 
-class GradBatch:
+class GradBatchW6:
+    timeout = 600
+
     def setup(self):
-        self.X = np.random.default_rng(3).standard_normal((10_000, 100))
-        self.f = ng.trace(rosenbrock, self.X[0])
+        self.X = W.w6_data(10_000, 100)
+        self.f = ng.trace(W.rosenbrock, self.X[0])
         self.f.grad_batch(self.X[:64])
 
     def time_grad_batch(self):
