@@ -21,8 +21,8 @@ def _nll(X, y, lam=1e-2):
 
     def nll(w):
         z = Xt @ w
-        # log(1 + e^z) = max(z, 0) + log(1 + e^-|z|): stable for large |z|
-        softplus = ng.relu(z) + ng.log(1 + ng.exp(-ng.abs(z)))
+        # log(1 + e^z) as logsumexp(0, z): stable for large |z|, smooth at 0
+        softplus = ng.logsumexp(ng.stack([ng.zeros_like(z), z]), 0)
         return (softplus - yt * z).mean() + lam * (w * w).sum()
     return nll
 
