@@ -21,6 +21,8 @@ on one machine should each run their Numba loops on one thread (``numba_threads=
 Dask is an optional dependency (``pip install numbagrad[dask]``); ``import numbagrad`` never
 imports it.
 """
+from contextlib import contextmanager
+
 import dask
 import dask.array as da
 import numpy as np
@@ -46,25 +48,39 @@ def _rows(traced, X):
     return X.reshape(X.shape[0], w).astype(traced.arg_dtypes[0]), w
 
 
+def _meta(dtype):
+    # given, so that Dask does not call a block function in the client to find the result type
+    return np.empty((0, 0), dtype=dtype)
+
+
 def _shared(traced):
     # one graph node holding the trace: a worker fetches and unpickles it once, not per chunk
     return dask.delayed(traced, pure=True, traverse=False)
 
 
-def _threads(numba_threads):
-    if numba_threads is not None:
-        import numba
-        numba.set_num_threads(numba_threads)   # this worker thread's Numba loops only
+@contextmanager
+def _numba_threads(n):
+    """Run this worker thread's Numba loops on ``n`` threads (None: leave Numba's setting)."""
+    if n is None:
+        yield
+        return
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _value_and_grad_block(block, traced, numba_threads):
-    _threads(numba_threads)
     # chunks can arrive read-only; Numba would compile the batch sweep again for that type
     block = np.array(block, dtype=traced.arg_dtypes[0], order="C")
     n = block.shape[0]
     out = np.empty((n, block.shape[1] + 1), dtype=traced.arg_dtypes[0])
     if n:
-        vals, grads = traced.value_and_grad_batch(block.reshape((n,) + traced.arg_shapes[0]))
+        with _numba_threads(numba_threads):
+            vals, grads = traced.value_and_grad_batch(block.reshape((n,) + traced.arg_shapes[0]))
         out[:, 0] = vals
         out[:, 1:] = grads.reshape(n, -1)
     return out
@@ -75,12 +91,12 @@ def _grad_block(block, traced, numba_threads):
 
 
 def _jacobian_block(block, traced, numba_threads):
-    _threads(numba_threads)
     n, shape = block.shape[0], traced.arg_shapes[0]
     m = int(np.prod(traced.out_shape, dtype=np.int64))
     out = np.empty((n, m * block.shape[1]), dtype=traced.dtype)
-    for r in range(n):
-        out[r] = np.ravel(traced.jacobian(block[r].reshape(shape)))
+    with _numba_threads(numba_threads):
+        for r in range(n):
+            out[r] = np.ravel(traced.jacobian(block[r].reshape(shape)))
     return out
 
 
@@ -97,7 +113,7 @@ def value_and_grad_batch(traced, X, numba_threads=None):
     """
     X2, w = _rows(traced, X)
     both = X2.map_blocks(_value_and_grad_block, _shared(traced), numba_threads,
-                         chunks=(X2.chunks[0], (w + 1,)), dtype=X2.dtype)
+                         chunks=(X2.chunks[0], (w + 1,)), meta=_meta(X2.dtype))
     return both[:, 0], both[:, 1:].reshape(X.shape)
 
 
@@ -114,7 +130,7 @@ def grad_batch(traced, X, numba_threads=None):
            [2., 2.]])
     """
     X2, w = _rows(traced, X)
-    G = X2.map_blocks(_grad_block, _shared(traced), numba_threads, dtype=X2.dtype)
+    G = X2.map_blocks(_grad_block, _shared(traced), numba_threads, meta=_meta(X2.dtype))
     return G.reshape(X.shape)
 
 
@@ -131,5 +147,5 @@ def jacobian(traced, X, numba_threads=None):
     X2, w = _rows(traced, X)
     m = int(np.prod(traced.out_shape, dtype=np.int64))
     J = X2.map_blocks(_jacobian_block, _shared(traced), numba_threads,
-                      chunks=(X2.chunks[0], (m * w,)), dtype=traced.dtype)
+                      chunks=(X2.chunks[0], (m * w,)), meta=_meta(traced.dtype))
     return J.reshape((X.shape[0],) + tuple(traced.out_shape) + tuple(traced.arg_shapes[0]))

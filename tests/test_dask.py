@@ -3,6 +3,7 @@ two-process LocalCluster, compared with the single-process Traced results."""
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 
@@ -49,6 +50,10 @@ def test_threads_scheduler_matches_grad_batch(traced, points):
     v, G2 = v.compute(), G2.compute()
     np.testing.assert_allclose(v, [f(p) for p in points], rtol=1e-13)
     np.testing.assert_allclose(G2, f.grad_batch(points), rtol=1e-13)
+    threads = numba.get_num_threads()
+    G1 = ngd.grad_batch(f, X, numba_threads=1)    # building the graph runs nothing here
+    np.testing.assert_allclose(G1.compute(scheduler="sync"), f.grad_batch(points), rtol=1e-13)
+    assert numba.get_num_threads() == threads     # the worker thread's setting is restored
     J = ngd.jacobian(g, X[:40].rechunk(16))
     assert J.shape == (40, 3, 6)
     np.testing.assert_allclose(J.compute(), np.stack([g.jacobian(p) for p in points[:40]]),
