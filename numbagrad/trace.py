@@ -147,6 +147,34 @@ def _checked(tape, init, in_nodes, out_node, guards):
     return replay, np.ascontiguousarray(init)
 
 
+def _checked_meta(replay, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, arg_names):
+    """The per-argument data of a replay from outside, checked against its tape: one name,
+    shape and dtype per argument, shapes whose exact element counts (Python ints: no overflow)
+    are the sizes of the argument's leaf nodes and of the output node.  The sweeps write an
+    argument's elements into its nodes' slots and read the output's: a size that did not fit
+    would reach outside them."""
+    import math
+    arg_shapes = [tuple(int(d) for d in s) for s in arg_shapes]
+    out_shape = tuple(int(d) for d in out_shape)
+    arg_dtypes = [np.dtype(d) for d in arg_dtypes]
+    arg_names = [str(x) for x in arg_names]
+    if not len(arg_shapes) == len(arg_dtypes) == len(arg_names) == len(in_nodes):
+        raise ValueError(f"invalid tape: {len(in_nodes)} argument(s) with {len(arg_shapes)} "
+                         f"shapes, {len(arg_dtypes)} dtypes and {len(arg_names)} names")
+    if any(dt not in (np.float32, np.float64) for dt in arg_dtypes):
+        raise ValueError("invalid tape: argument dtypes must be float32 or float64")
+    if any(d < 0 for s in arg_shapes + [out_shape] for d in s):
+        raise ValueError("invalid tape: negative dimension in an argument or output shape")
+    if math.prod(out_shape) != replay.sizes[out_node]:
+        raise ValueError("invalid tape: the output shape does not fit the output node")
+    for shape, ns in zip(arg_shapes, in_nodes):
+        for k in ns:
+            if replay.sizes[k] != math.prod(shape):
+                raise ValueError(f"invalid tape: argument shape {shape} does not fit input "
+                                 f"node {k}")
+    return out_shape, arg_shapes, arg_dtypes, arg_names
+
+
 def load(path):
     """Read a traced function written by ``Traced.save``; everything is checked first, so a
     truncated or tampered file raises ValueError.
@@ -193,18 +221,15 @@ def load(path):
         out_node = int(d["out_node"][0])
         out_shape = tuple(int(x) for x in d["out_shape"])
         replay, init = _checked(tape, d["init"], in_nodes, out_node, guards)
-        if int(np.prod(out_shape, dtype=np.int64)) != replay.sizes[out_node]:
-            raise ValueError("the output shape does not fit the output node")
-        for shape, ns in zip(arg_shapes, in_nodes):
-            for k in ns:
-                if replay.sizes[k] != int(np.prod(shape, dtype=np.int64)):
-                    raise ValueError(f"argument shape {shape} does not fit input node {k}")
+        out_shape, arg_shapes, arg_dtypes, arg_names = _checked_meta(
+            replay, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, d["arg_names"])
+        name = str(d["name"][0])
     except (KeyError, IndexError, TypeError) as e:
         raise ValueError(f"not a valid numbagrad tape file: {path}: {type(e).__name__}: {e}") \
             from None
     traced = Traced.__new__(Traced)
-    traced.__name__ = str(d["name"][0])
-    traced.arg_names = [str(x) for x in d["arg_names"]]
+    traced.__name__ = name
+    traced.arg_names = arg_names
     traced._setup(replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, guards)
     return traced
 
@@ -483,12 +508,18 @@ class Traced:
         }
 
     def __setstate__(self, state):
-        self.__name__ = state["name"]
-        self.arg_names = list(state["arg_names"])
-        replay, init = _checked(state["tape"], state["init"], state["in_nodes"],
-                                state["out_node"], state["guards"])
-        self._setup(replay, init, state["in_nodes"], state["out_node"], state["out_shape"],
-                    state["arg_shapes"], state["arg_dtypes"], state["guards"])
+        try:  # a pickle from elsewhere is checked like a file (load)
+            replay, init = _checked(state["tape"], state["init"], state["in_nodes"],
+                                    state["out_node"], state["guards"])
+            out_shape, arg_shapes, arg_dtypes, arg_names = _checked_meta(
+                replay, state["in_nodes"], state["out_node"], state["out_shape"],
+                state["arg_shapes"], state["arg_dtypes"], state["arg_names"])
+        except (KeyError, IndexError, TypeError) as e:
+            raise ValueError(f"not a valid pickled Traced: {type(e).__name__}: {e}") from None
+        self.__name__ = str(state["name"])
+        self.arg_names = arg_names
+        self._setup(replay, init, state["in_nodes"], state["out_node"], out_shape, arg_shapes,
+                    arg_dtypes, state["guards"])
 
     def save(self, path):
         """Write the recording to ``path`` as an ``.npz`` of plain arrays (no pickle).
