@@ -514,9 +514,10 @@ class Traced:
             out_shape, arg_shapes, arg_dtypes, arg_names = _checked_meta(
                 replay, state["in_nodes"], state["out_node"], state["out_shape"],
                 state["arg_shapes"], state["arg_dtypes"], state["arg_names"])
+            name = str(state["name"])
         except (KeyError, IndexError, TypeError) as e:
             raise ValueError(f"not a valid pickled Traced: {type(e).__name__}: {e}") from None
-        self.__name__ = str(state["name"])
+        self.__name__ = name
         self.arg_names = arg_names
         self._setup(replay, init, state["in_nodes"], state["out_node"], out_shape, arg_shapes,
                     arg_dtypes, state["guards"])
