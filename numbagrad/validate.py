@@ -104,6 +104,14 @@ _MESSAGES = {
 }
 
 
+@njit(cache=True, inline="always")
+def _too_large(a, b, c):
+    """Whether a * b * c (non-negative) exceeds the element limit; in floats, because a
+    crafted int64 product wraps around to a small number that would pass an equality check
+    (and send a kernel's index arithmetic far outside its buffer)."""
+    return float(a) * float(b) * float(c) > _MAX_ELEMENTS
+
+
 @njit(cache=True)
 def _check_nodes(t, n_values, n_chunks, arity):
     """Structural checks that need a loop; indexes only what earlier checks proved in range."""
@@ -117,12 +125,14 @@ def _check_nodes(t, n_values, n_chunks, arity):
             if t.args[p] < 0 or t.args[p] >= k:
                 return 2, k, t.args[p]
         size = 1
+        fsize = 1.0  # the product in floats: int64 products of crafted dims wrap around
         for p in range(t.shape_ptr[k], t.shape_ptr[k + 1]):
             if t.shapes[p] > _MAX_ELEMENTS:
                 return 3, k, t.shapes[p]
+            fsize *= t.shapes[p]
+            if fsize > _MAX_ELEMENTS:
+                return 3, k, t.shapes[p]
             size *= t.shapes[p]
-            if size > _MAX_ELEMENTS:
-                return 3, k, size
         if size != t.sizes[k]:
             return 3, k, t.sizes[k]
         if t.val_chunk[k] < 0 or t.val_chunk[k] >= n_chunks:
@@ -154,7 +164,8 @@ def _check_nodes(t, n_values, n_chunks, arity):
             if ni < 3 or ni > 4:
                 return 6, k, ni
             outer, m, inner = t.iparams[ip0], t.iparams[ip0 + 1], t.iparams[ip0 + 2]
-            if outer < 0 or m < 0 or inner < 0 or outer * m * inner != t.sizes[a0]:
+            if outer < 0 or m < 0 or inner < 0 or _too_large(outer, m, inner) \
+                    or outer * m * inner != t.sizes[a0]:
                 return 6, k, outer * m * inner
             expect = outer * m * inner if op == SOFTMAX or op == LOG_SOFTMAX else outer * inner
             if expect != size:
@@ -171,14 +182,17 @@ def _check_nodes(t, n_values, n_chunks, arity):
             if ni != 2 + nargs:
                 return 6, k, ni
             outer, inner = t.iparams[ip0], t.iparams[ip0 + 1]
-            if outer < 0 or inner < 0:
+            if outer < 0 or inner < 0 or _too_large(outer, 1, inner):
                 return 6, k, outer
             total = 0
             for r in range(nargs):
                 m = t.iparams[ip0 + 2 + r]
-                if m < 0 or t.sizes[t.args[t.arg_ptr[k] + r]] != outer * m * inner:
+                if m < 0 or _too_large(outer, m, inner) \
+                        or t.sizes[t.args[t.arg_ptr[k] + r]] != outer * m * inner:
                     return 5, k, r
                 total += m
+                if _too_large(outer, total, inner):
+                    return 6, k, total
             if outer * total * inner != size:
                 return 6, k, total
         elif op == MATMUL:
@@ -187,6 +201,8 @@ def _check_nodes(t, n_values, n_chunks, arity):
             b, m, kk, nn = t.iparams[ip0], t.iparams[ip0 + 1], t.iparams[ip0 + 2], t.iparams[ip0 + 3]
             sa, sb = t.iparams[ip0 + 4], t.iparams[ip0 + 5]
             if b < 0 or m < 0 or kk < 0 or nn < 0 or sa < 0 or sa > 1 or sb < 0 or sb > 1:
+                return 6, k, -1
+            if _too_large(b, m, kk) or _too_large(b, kk, nn) or _too_large(b, m, nn):
                 return 6, k, -1
             if b * m * nn != size:
                 return 6, k, b * m * nn
