@@ -137,7 +137,7 @@ def _check_nodes(t, n_values, n_chunks, arity):
             return 3, k, t.sizes[k]
         if t.val_chunk[k] < 0 or t.val_chunk[k] >= n_chunks:
             return 9, k, t.val_chunk[k]
-        if t.val_off[k] < 0 or t.val_off[k] + size > n_values:
+        if t.val_off[k] < 0 or t.val_off[k] > n_values - size:  # no int64 wrap-around
             return 4, k, t.val_off[k]
         ip0, ip1 = t.iparam_ptr[k], t.iparam_ptr[k + 1]
         ni = ip1 - ip0
