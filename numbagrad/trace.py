@@ -144,6 +144,15 @@ def _checked(tape, init, in_nodes, out_node, guards):
     for k, kind, v, how in guards:
         if not 0 <= k < n or np.asarray(v).size != replay.sizes[k]:
             raise ValueError(f"invalid tape: guard on node {k} does not fit it")
+    # a replay gives every node a slot of its own: overlapping slots would let one node's
+    # value overwrite another's (a tape that runs, answering wrong numbers)
+    order = np.argsort(replay.val_off, kind="stable")
+    order = order[replay.sizes[order] > 0]
+    lo, hi = replay.val_off[order], replay.val_off[order] + replay.sizes[order]
+    if len(lo) > 1 and np.any(lo[1:] < hi[:-1]):
+        j = int(np.flatnonzero(lo[1:] < hi[:-1])[0])
+        raise ValueError(f"invalid tape: the values of nodes {int(order[j])} and "
+                         f"{int(order[j + 1])} overlap in the buffer")
     return replay, np.ascontiguousarray(init)
 
 
