@@ -1,0 +1,361 @@
+"""Fuzzing the tape loader: saved tapes (``Traced.save`` / ``ng.load``) and pickled ``Traced``
+objects, mutated by hypothesis at the byte and at the array level.
+
+Every case must end in a clean ``ValueError`` from the loader, or load into a ``Traced`` whose
+value, gradient and JVP are consistent with each other (the fused value sweep, the unfused
+forward sweep of ``jvp`` and ``value_and_grad`` agree, shapes are as declared).  Never a crash,
+a hang or an out-of-bounds read: the cases run in a subprocess (a crash there fails the test
+with the case that caused it), under a timeout.
+
+    python -m pytest -q tests/test_fuzz.py                 # a few hundred cases
+    python -m pytest -q -m fuzz tests/test_fuzz.py         # >= 10,000 cases (FUZZ_CASES)
+"""
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CASES = 70       # per strategy; three strategies: 210 cases
+LONG_CASES = int(os.environ.get("FUZZ_CASES", "4000"))   # per strategy under -m fuzz
+
+
+# ---------------------------------------------------------------- the tapes being mutated
+
+def _model(x, y):
+    """One function over every op family: unary/binary with broadcasting, comparison and
+    where, matmul, gather (slicing, transpose), cat, reductions, softmax, logsumexp, clamp."""
+    import numbagrad as ng
+    W = ng.tensor(np.linspace(-1.0, 1.0, 8).reshape(4, 2))
+    a = (x * y).sin() + x.exp() / (1.0 + y ** 2)
+    b = ng.where(a > 0, a, 0.5 * a)
+    c = b @ W
+    d = ng.cat([c, x[:, :2].T.T], 0)
+    e = ng.softmax(d, 1).max() + ng.log_softmax(d, 0).min()
+    return (ng.logsumexp(d, 1).mean() + e + d.reshape(-1).sum() * 0.1
+            + x.clamp(-1.0, 1.0).abs().sum() + ng.maximum(x, 0.2).sum() + (x.T @ x).tanh().sum())
+
+
+def _small(x):
+    return (x.sqrt() * 3.0 - x.sigmoid()).sum()
+
+
+def base_tapes():
+    """(name, Traced) of the tapes mutated: float64 and float32 recordings."""
+    import numbagrad as ng
+    return [
+        ("model64", ng.trace(_model, np.ones((3, 4)), np.ones(4), check=False)),
+        ("small32", ng.trace(_small, np.ones(5, np.float32), check=False)),
+    ]
+
+
+def npz_bytes(traced):
+    buf = io.BytesIO()
+    traced.save(buf)
+    return buf.getvalue()
+
+
+def npz_arrays(data):
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def arrays_to_npz(d):
+    buf = io.BytesIO()
+    np.savez(buf, **d)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- checking one loaded Traced
+
+def _args(g, rng):
+    return [np.abs(rng.standard_normal(s)).astype(d) + 0.1 for s, d in
+            zip(g.arg_shapes, g.arg_dtypes)]
+
+
+def _same(a, b, dtype):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    return a.shape == b.shape and np.allclose(a, b, rtol=tol, atol=tol, equal_nan=True)
+
+
+def exercise(g):
+    """Run a loaded Traced; assert that its answers agree.  Returns 'ok' or the error kind."""
+    import numbagrad as ng
+    rng = np.random.default_rng(0)
+    args = _args(g, rng)
+    try:
+        v = g(*args)
+    except ng.GuardError:
+        return "guard"
+    v_arr = np.asarray(v)
+    assert v_arr.shape == g.out_shape, (v_arr.shape, g.out_shape)
+    tangents = tuple(np.ones_like(a) for a in args)
+    jv_val, jv = g.jvp(tuple(args), tangents)
+    assert _same(v, jv_val, g.dtype), (v, jv_val)
+    if g._out_size == 1:
+        val, grads = g.value_and_grad(*args)
+        assert _same(v, val, g.dtype), (v, val)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        assert all(gr.shape == s for gr, s in zip(grads, g.arg_shapes))
+        # directional derivative two ways: <grad, 1> (reverse) and J 1 (forward)
+        dot = sum(float(np.sum(gr, dtype=np.float64)) for gr in grads)
+        jvs = float(np.asarray(jv, np.float64).reshape(-1)[0])
+        if np.isfinite(dot) and np.isfinite(jvs):
+            assert abs(dot - jvs) <= 1e-3 * (1 + abs(dot)), (dot, jvs)
+    return "ok"
+
+
+def load_npz(data):
+    import numbagrad as ng
+    with tempfile.NamedTemporaryFile(suffix=".npz") as fh:
+        fh.write(data)
+        fh.flush()
+        return ng.load(fh.name)
+
+
+def run_case(kind, base, mutate):
+    """Apply ``mutate`` to the saved form of ``base``; load; exercise.  Returns an outcome."""
+    if kind == "bytes":
+        data = mutate(npz_bytes(base))
+        loader = load_npz
+    elif kind == "arrays":
+        data = arrays_to_npz(mutate(npz_arrays(npz_bytes(base))))
+        loader = load_npz
+    else:  # pickle: the state dict's arrays mutated, then a real pickle round trip
+        state = base.__getstate__()
+        state = dict(state, tape=dict(state["tape"]))
+        flat = {f"tape_{k}": v for k, v in state["tape"].items()}
+        flat.update(init=state["init"])
+        flat = mutate(flat)
+        if any(f"tape_{k}" not in flat for k in state["tape"]) or "init" not in flat:
+            state = {k: v for k, v in state.items() if k != "tape"}  # a key went missing
+        else:
+            state["tape"] = {k: flat[f"tape_{k}"] for k in state["tape"]}
+            state["init"] = flat["init"]
+        data = pickle.dumps(_Reduced(state))
+        loader = pickle.loads
+    try:
+        g = loader(data)
+    except ValueError:
+        return "rejected"
+    return exercise(g)
+
+
+class _Reduced:
+    """Pickles as a Traced built from ``state`` (what an attacker's pickle would hold)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def __reduce__(self):
+        from numbagrad.trace import Traced
+        return (_rebuild, (Traced, self.state))
+
+
+def _rebuild(cls, state):
+    obj = cls.__new__(cls)
+    obj.__setstate__(state)
+    return obj
+
+
+# ---------------------------------------------------------------- hypothesis strategies
+
+def strategies():
+    from hypothesis import strategies as st
+
+    interesting_ints = st.one_of(
+        st.integers(-3, 40),
+        st.sampled_from([2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 40, 2 ** 47, 2 ** 48, 2 ** 62,
+                         2 ** 63 - 1, -2 ** 63, -2 ** 31]))
+    interesting_floats = st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-324]))
+
+    array_mutation = st.tuples(
+        st.sampled_from(["set", "set", "set", "truncate", "extend", "dtype", "reshape", "drop",
+                         "swap", "negate"]),
+        st.integers(0, 10 ** 6), st.integers(0, 10 ** 6), interesting_ints, interesting_floats)
+    byte_mutation = st.tuples(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
+                              st.integers(0, 10 ** 9), st.integers(0, 255))
+    return (st.lists(array_mutation, min_size=1, max_size=4),
+            st.lists(byte_mutation, min_size=1, max_size=4))
+
+
+def apply_array_mutations(muts):
+    def mutate(d):
+        d = dict(d)
+        for how, i, j, iv, fv in muts:
+            keys = sorted(d)
+            if not keys:
+                return d
+            key = keys[i % len(keys)]
+            a = np.array(d[key])
+            if how == "set" and a.size:
+                flat = a.reshape(-1)
+                if a.dtype.kind == "f":
+                    with np.errstate(all="ignore"):  # 1e308 into float32: inf
+                        flat[j % a.size] = fv
+                elif a.dtype.kind in "iu":
+                    info = np.iinfo(a.dtype)
+                    flat[j % a.size] = min(max(iv, info.min), info.max)
+                else:
+                    continue
+            elif how == "truncate" and a.ndim:
+                a = a[:j % (a.shape[0] + 1)]
+            elif how == "extend" and a.ndim:
+                a = np.concatenate([a, a[:j % (a.shape[0] + 1)]])
+            elif how == "dtype":
+                target = [np.int32, np.int64, np.float64, np.float32, np.int8, np.uint64][j % 6]
+                try:
+                    with np.errstate(all="ignore"):
+                        a = a.astype(target)
+                except (ValueError, TypeError):
+                    continue
+            elif how == "reshape" and a.size:
+                a = a.reshape(1, -1)
+            elif how == "drop":
+                del d[key]
+                continue
+            elif how == "swap":
+                a = np.array(d[keys[j % len(keys)]])
+            elif how == "negate" and a.dtype.kind in "if" and a.size:
+                a = -a
+            d[key] = a
+        return d
+    return mutate
+
+
+def apply_byte_mutations(muts):
+    def mutate(data):
+        b = bytearray(data)
+        for how, pos, val in muts:
+            if not b:
+                break
+            p = pos % len(b)
+            if how == "flip":
+                b[p] ^= 1 << (val % 8)
+            elif how == "set":
+                b[p] = val
+            elif how == "truncate":
+                del b[p:]
+            elif how == "insert":
+                b[p:p] = bytes([val]) * (1 + val % 7)
+            elif how == "delete":
+                del b[p:p + 1 + val % 7]
+        return bytes(b)
+    return mutate
+
+
+# ---------------------------------------------------------------- the subprocess driver
+
+def fuzz(n_cases, seed, progress_path):
+    """Run ``n_cases`` hypothesis cases of each strategy; returns outcome counts."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    import hypothesis
+    import numbagrad as ng
+
+    tapes = base_tapes()
+    counts = {}
+    array_st, byte_st = strategies()
+    conf = settings(max_examples=n_cases, deadline=None, database=None, derandomize=False,
+                    suppress_health_check=list(HealthCheck), print_blob=True)
+
+    def record(kind, name, muts, outcome):
+        counts[(kind, outcome)] = counts.get((kind, outcome), 0) + 1
+
+    def one(kind, which, muts, mutate):
+        name, base = tapes[which % len(tapes)]
+        with open(progress_path, "w") as fh:  # the case in flight, for a crash report
+            fh.write(f"{kind} {name} {muts!r}\n")
+        try:
+            outcome = run_case(kind, base, mutate)
+        except (ZeroDivisionError, ng.GuardError) as e:
+            # Numba's python error model raises on x / 0 inside a sweep (a valid tape at a
+            # singular point); not a loader failure
+            outcome = type(e).__name__
+        except RuntimeError as e:
+            if "scalar output" not in str(e):
+                raise
+            outcome = "non-scalar"
+        record(kind, name, muts, outcome)
+
+    @conf
+    @given(st.integers(0, 1), array_st)
+    def arrays(which, muts):
+        one("arrays", which, muts, apply_array_mutations(muts))
+
+    @conf
+    @given(st.integers(0, 1), array_st)
+    def pickled(which, muts):
+        one("pickle", which, muts, apply_array_mutations(muts))
+
+    @conf
+    @given(st.integers(0, 1), byte_st)
+    def raw(which, muts):
+        one("bytes", which, muts, apply_byte_mutations(muts))
+
+    for test in (arrays, pickled, raw):
+        hypothesis.seed(seed)(test)()
+    # the unmutated tapes load and agree with the originals
+    for name, base in tapes:
+        g = load_npz(npz_bytes(base))
+        args = _args(base, np.random.default_rng(0))
+        assert _same(g(*args), base(*args), base.dtype)
+        assert exercise(g) == "ok"
+    return counts
+
+
+def _run_subprocess(n_cases, seed, timeout):
+    with tempfile.TemporaryDirectory() as tmp:
+        progress = os.path.join(tmp, "case")
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   PYTHONFAULTHANDLER="1")
+        try:
+            r = subprocess.run([sys.executable, os.path.abspath(__file__), str(n_cases),
+                                str(seed), progress], capture_output=True, text=True, env=env,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            last = open(progress).read() if os.path.exists(progress) else "?"
+            pytest.fail(f"fuzz run hung (> {timeout} s); case in flight: {last}")
+        last = open(progress).read() if os.path.exists(progress) else "?"
+    assert r.returncode == 0, (f"fuzz subprocess failed (exit {r.returncode}); case in flight: "
+                               f"{last}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    counts = eval(r.stdout.strip().splitlines()[-1])  # our own dict literal
+    return counts
+
+
+def _report(counts):
+    total = sum(counts.values())
+    print(f"\nfuzz: {total} cases: " + ", ".join(f"{k[0]}/{k[1]}={v}" for k, v in
+                                                  sorted(counts.items())))
+    return total
+
+
+def test_fuzz_loader_default():
+    counts = _run_subprocess(DEFAULT_CASES, seed=1, timeout=600)
+    total = _report(counts)
+    assert total >= 3 * DEFAULT_CASES * 0.9
+    # the strategies reach both outcomes: rejection and tapes that still load and run
+    assert counts.get(("arrays", "rejected"), 0) > 0
+    assert counts.get(("arrays", "ok"), 0) > 0
+    assert counts.get(("pickle", "rejected"), 0) > 0
+    assert counts.get(("bytes", "rejected"), 0) > 0
+
+
+@pytest.mark.fuzz
+def test_fuzz_loader_long():
+    seed = int(os.environ.get("FUZZ_SEED", "12345"))
+    counts = _run_subprocess(LONG_CASES, seed=seed, timeout=6 * 3600)
+    total = _report(counts)
+    assert total >= 10_000 or LONG_CASES * 3 < 10_000
+
+
+if __name__ == "__main__":
+    n, seed, progress = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    print(repr(fuzz(n, seed, progress)))
