@@ -37,7 +37,7 @@ from numba import njit, prange
 from numba.typed import List
 
 from . import anomaly, grad_mode
-from .ops import LEAF, NAMES
+from .ops import LEAF, NAMES, COMPARE
 import numba
 
 from .fusion import plan_segments, replay_forward, replay_reverse
@@ -144,6 +144,20 @@ def _checked(tape, init, in_nodes, out_node, guards):
     for k, kind, v, how in guards:
         if not 0 <= k < n or np.asarray(v).size != replay.sizes[k]:
             raise ValueError(f"invalid tape: guard on node {k} does not fit it")
+    # flags: a replay keeps only REQUIRES_GRAD, and a node has it exactly when one of its
+    # operands has it (comparisons never): otherwise the reverse sweep would drop a path the
+    # tangent sweep follows, and a gradient would be silently wrong
+    if np.any(replay.flags & ~REQUIRES_GRAD):
+        raise ValueError("invalid tape: replay node flags other than requires-grad")
+    rg = (replay.flags & REQUIRES_GRAD).astype(np.int8)
+    consumer = np.repeat(np.arange(n), np.diff(replay.arg_ptr))
+    from_operands = np.zeros(n, dtype=np.int8)
+    np.maximum.at(from_operands, consumer, rg[replay.args])
+    from_operands[replay.opcodes == COMPARE] = 0
+    wrong = (replay.opcodes != _LEAF) & (rg != from_operands)
+    if wrong.any():
+        raise ValueError(f"invalid tape: node {int(np.flatnonzero(wrong)[0])}: its requires-grad "
+                         f"flag does not follow from its operands")
     # a replay gives every node a slot of its own: overlapping slots would let one node's
     # value overwrite another's (a tape that runs, answering wrong numbers)
     order = np.argsort(replay.val_off, kind="stable")
