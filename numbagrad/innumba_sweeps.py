@@ -1,0 +1,244 @@
+"""The compiled side of a ``NumbaHandle`` (``innumba.py``): one C entry point per handle type
+that computes a value or one derivative at a point, using the handle's own buffers.
+
+``entry_for(handle_type)`` compiles (once, cached on disk) the C function
+
+    int32 entry(void *handle_meminfo, int64 mode, T *x, T *a, T *out)
+
+with ``mode`` one of VALUE, GRAD, VJP, JVP, HVP and ``a`` the vector of a VJP (length m), JVP or
+HVP (length n).  It returns 0, or GUARD_FAILED when a value the traced function read while
+recording (a guard) differs at x.  Handle methods in user code call it through its address
+(``innumba._call``): compiling a user function then never links or optimises the sweeps' code
+again, which is what made every user function take tens of seconds to compile when they were
+called directly.
+
+The sweeps are the library's own cached ones (``sweeps.py``, ``fusion.py``), all run serially.
+The fused drivers here are the serial branch of ``fusion.replay_forward``/``replay_reverse``
+with the handle's scratch in place of the arrays ``fusion.segment_forward``/``segment_reverse``
+allocate per call, so a call on a graph whose binary ops are all fused allocates nothing.
+Everything is ``inline="always"`` into the entry point, so Numba links and optimises the sweeps
+once per handle type.
+
+This file is kept apart from ``innumba.py`` because Numba re-validates a cached function against
+its own source file: editing the handle's Python side must not recompile the sweeps (minutes).
+"""
+from numba import carray, cfunc, njit, types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
+
+from .fusion import BLOCK, scalar_forward, scalar_reverse, _blocks_forward, _blocks_reverse
+from .kernels import arg, const
+from .ops import SUM, MEAN
+from .sweeps import forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep
+
+# par_min for every sweep: kernels take their serial branch (a handle may be called from inside
+# the user's prange loop, where a kernel's own parallel region would nest)
+SERIAL = 1 << 62
+# columns of a handle's ``inputs``: value / adjoint / tangent offset of an input leaf node, its
+# first column in x, its element count
+IN_VAL, IN_ADJ, IN_TAN, IN_COL, IN_SIZE = range(5)
+# what an entry point computes
+VALUE, GRAD, VJP, JVP, HVP = range(5)
+GUARD_FAILED = 1
+
+
+
+@njit(inline="always")
+def _fused_forward(h):
+    t, buf, sv = h.t, h.buf, h.sv
+    nseg = len(h.seg_start)
+    i = 0
+    for s in range(nseg + 1):
+        nxt = h.seg_start[s] if s < nseg else len(t.opcodes)
+        if i < nxt:
+            forward_sweep(t, h.chunks, i, nxt, SERIAL)
+        if s == nseg:
+            break
+        start, stop = h.seg_start[s], h.seg_stop[s]
+        n = t.sizes[start]
+        if n == 1:
+            acc = scalar_forward(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off,
+                                 h.ext, buf, sv, start, stop)
+        else:
+            width = min(BLOCK, n)
+            acc = _blocks_forward(t, buf, h.ext, start, stop, sv, 0, (n + width - 1) // width,
+                                  n, width, True)
+        tail = stop - 1
+        if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
+            if t.opcodes[tail] == MEAN and n > 1:
+                acc = acc / const(t, tail, 0)
+            buf[t.val_off[tail]] = acc
+        i = stop
+
+
+@njit(inline="always")
+def _segment_reverse(h, start, stop):
+    t, buf, adj, adj_off = h.t, h.buf, h.adj, h.adj_off
+    n = t.sizes[start]
+    nops = stop - start
+    g_tail = 0.0
+    tail = stop - 1
+    if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
+        if adj_off[tail] < 0:
+            return
+        g_tail = adj[adj_off[tail]]
+        if t.opcodes[tail] == MEAN:
+            g_tail = g_tail / const(t, tail, 0)
+    if n == 1:
+        scalar_forward(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, h.ext,
+                       buf, h.sv, start, stop)
+        scalar_reverse(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, h.ext,
+                       buf, h.sv, h.gv, adj, adj_off, start, stop, g_tail)
+        return
+    width = min(BLOCK, n)
+    sums = h.sums[:2 * nops]
+    sums[:] = 0.0
+    _blocks_reverse(t, buf, adj, adj_off, h.ext, start, stop, h.sv, h.gv, 0,
+                    (n + width - 1) // width, n, width, g_tail, sums)
+    # single-value operands outside the segment: their adjoint is the sum over the blocks
+    for i in range(start, stop):
+        for r in range(min(2, t.arg_ptr[i + 1] - t.arg_ptr[i])):
+            s = sums[2 * (i - start) + r]
+            if s != 0.0:
+                adj[adj_off[arg(t, i, r)]] += s
+
+
+@njit(inline="always")
+def _fused_reverse(h, top):
+    hi = top
+    for s in range(len(h.seg_start) - 1, -1, -1):
+        if h.seg_start[s] > hi:
+            continue
+        if h.seg_stop[s] - 1 < hi:
+            reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, hi, SERIAL, h.seg_stop[s])
+        _segment_reverse(h, h.seg_start[s], min(h.seg_stop[s], hi + 1))
+        hi = h.seg_start[s] - 1
+    if hi >= 0:
+        reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, hi, SERIAL, 0)
+
+
+@njit(inline="always")
+def _load(h, x, fused):
+    """Write x into the input leaves' slots and sweep forward.  False when a guard differs."""
+    buf = h.buf
+    for q in range(len(h.inputs)):
+        o, c = h.inputs[q, IN_VAL], h.inputs[q, IN_COL]
+        for j in range(h.inputs[q, IN_SIZE]):
+            buf[o + j] = x[c + j]
+    if fused:
+        _fused_forward(h)
+    else:
+        forward_sweep(h.t, h.chunks, 0, len(h.t.opcodes), SERIAL)
+    for g in range(len(h.g_off)):
+        lo, hi, o = h.g_ptr[g], h.g_ptr[g + 1], h.g_off[g]
+        same = True
+        if h.g_truth[g]:
+            now_true = False
+            then_true = False
+            for j in range(hi - lo):
+                now_true = now_true or buf[o + j] != 0
+                then_true = then_true or h.g_vals[lo + j] != 0
+            same = now_true == then_true
+        else:
+            for j in range(hi - lo):
+                same = same and buf[o + j] == h.g_vals[lo + j]
+        if not same:
+            return False
+    return True
+
+
+@njit(inline="always")
+def _gather(h, src, out):
+    """out = the input leaves' slots of ``src`` (adjoints, or their tangents: both are laid out
+    by adj_off), summed per column (an argument recorded as several leaves gets all of them)."""
+    out[:] = 0.0
+    for q in range(len(h.inputs)):
+        a, c = h.inputs[q, IN_ADJ], h.inputs[q, IN_COL]
+        if a >= 0:
+            for j in range(h.inputs[q, IN_SIZE]):
+                out[c + j] += src[a + j]
+
+
+@njit(inline="always")
+def _seed_tangents(h, t):
+    tan = h.tan
+    for q in range(len(h.inputs)):
+        a, c = h.inputs[q, IN_TAN], h.inputs[q, IN_COL]
+        if a >= 0:   # -1: a leaf recorded after the output, which it cannot reach
+            for j in range(h.inputs[q, IN_SIZE]):
+                tan[a + j] = t[c + j]
+    # tangent_sweep assigns every non-leaf slot it reaches: no zeroing needed
+    tangent_sweep(h.t, h.chunks, tan, h.tan_off, 0, h.out_node + 1, SERIAL)
+
+
+@njit(inline="always")
+def _run(h, mode, x, a, out):
+    """One derivative at x; ``a`` is v (VJP, HVP) or t (JVP).  Returns 0, or GUARD_FAILED."""
+    fused = mode <= VJP   # tangents read every node's value: no fusion for JVP and HVP
+    if not _load(h, x, fused):
+        return GUARD_FAILED
+    if mode == VALUE:
+        return 0
+    if fused:
+        adj = h.adj
+        for r in range(len(h.zero)):   # the fused reverse reads only these ranges
+            adj[h.zero[r, 0]:h.zero[r, 1]] = 0.0
+        if h.out_adj >= 0:
+            if mode == GRAD:
+                adj[h.out_adj] = 1.0
+            else:
+                for j in range(h.m):
+                    adj[h.out_adj + j] = a[j]
+            _fused_reverse(h, h.out_node)
+        _gather(h, adj, out)
+        return 0
+    _seed_tangents(h, a)
+    if mode == JVP:
+        for j in range(h.m):
+            out[j] = h.tan[h.out_tan + j] if h.out_tan >= 0 else 0.0
+        return 0
+    h.adj[:] = 0.0
+    h.adjdot[:] = 0.0
+    if h.out_adj >= 0:
+        h.adj[h.out_adj] = 1.0
+        reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, h.out_node, SERIAL, 0)
+        hvp_sweep(h.t, h.chunks, h.tan, h.tan_off, h.adj, h.adjdot, h.adj_off, h.out_node,
+                  SERIAL)
+    _gather(h, h.adjdot, out)
+    return 0
+
+
+@intrinsic
+def _borrow(typingctx, address, handle_type):
+    """The handle whose MemInfo sits at ``address`` (the entry point's first argument)."""
+    ty = handle_type.instance_type
+
+    def codegen(context, builder, sig, args):
+        st = cgutils.create_struct_proxy(ty)(context, builder)
+        st.meminfo = builder.bitcast(args[0], st.meminfo.type)
+        context.nrt.incref(builder, ty, st._getvalue())   # Numba releases it at the end
+        return st._getvalue()
+    return ty(address, handle_type), codegen
+
+
+_ENTRIES = {}
+
+
+def entry_for(ty):
+    """Address of the compiled sweeps for handles of Numba type ``ty`` (a C function, compiled
+    once and cached on disk).  User code calls it through this address, so compiling a user
+    function never links or optimises the sweeps again: it stays a fraction of a second."""
+    fn = _ENTRIES.get(ty)
+    if fn is None:
+        p = types.CPointer(ty.field_dict["buf"].dtype)
+        sig = types.int32(types.voidptr, types.int64, p, p, p)
+
+        def entry(address, mode, xp, ap, op):
+            h = _borrow(address, ty)
+            na = h.m if mode == VJP else h.n
+            no = h.m if mode == JVP else h.n
+            return _run(h, mode, carray(xp, h.n), carray(ap, na), carray(op, no))
+        fn = _ENTRIES[ty] = cfunc(sig, cache=True)(entry)
+    return fn.address
+
+
