@@ -1,4 +1,4 @@
-"""numbagrad against the hand-written limit and its peers on the workloads of issue 4, in one process.
+"""numbagrad against the hand-written limit and its peers on issue 4's workloads, in one process.
 
     python benchmarks/compare.py              # every workload (about 10 minutes on 2 cores)
     python benchmarks/compare.py --quick      # fewer sizes and repetitions
@@ -80,15 +80,12 @@ class Case:
             self.notes[name] = skip
             return
         try:
-            t0 = time.perf_counter()
             steps = make(*args)
             for label, step in steps.items():
                 self.steps[label] = step
         except Exception as exc:  # a peer that cannot run the workload is reported, not fatal
             self.notes[name] = f"error: {type(exc).__name__}: {exc}"[:120]
             return
-        self.setup_s = getattr(self, "setup_s", {})
-        self.setup_s[name] = time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------- the workloads
@@ -129,7 +126,7 @@ def cases_w2(args):
         c.add_peer("torch", P.torch_w2, K, xs)
         slow = K >= 10_000 and not args.slow
         c.add_peer("jax", P.jax_w2, K, xs,
-                   skip="skipped: compiling takes about a minute (--slow runs it)" if slow else None)
+                   skip="skipped: compiling takes about a minute (--slow)" if slow else None)
         c.add_peer("autograd", P.autograd_w2, K, xs)
         yield c
 
@@ -209,8 +206,9 @@ def _arrays(result):
 def _max_rel_err(got, ref):
     """Largest error over the arrays, relative to the largest value of each reference array."""
     got, ref = _arrays(got), _arrays(ref)
-    if len(got) != len(ref):
-        return np.inf
+    if len(got) != len(ref):  # e.g. one array of 10 gradients against 10 0-d gradients
+        got = [np.concatenate([a.ravel() for a in got])]
+        ref = [np.concatenate([b.ravel() for b in ref])]
     err = 0.0
     for a, b in zip(got, ref):
         if a.shape != b.shape:
@@ -300,7 +298,7 @@ def latency(reps):
 
 def _fmt_time(s):
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale:
+        if s >= 0.9995 * scale:  # 999.7 µs prints as 1 ms, not 1e+03 µs
             return f"{s / scale:.3g} {unit}"
     return f"{s / 1e-9:.3g} ns"
 
@@ -311,9 +309,10 @@ def _cell(case, label, times):
     t = times[label]
     text = _fmt_time(t)
     if case.ops:
-        text += f", {t / case.ops * 1e9:.3g} ns/op"
+        text += f", {_fmt_time(t / case.ops)}/op"
     if HAND in times and label != HAND:
-        text += f" ({t / times[HAND]:.3g}x)"
+        r = t / times[HAND]
+        text += f" ({r:.0f}x)" if r >= 100 else f" ({r:.3g}x)"
     return text
 
 
@@ -351,10 +350,10 @@ def table(workload, rows, markdown):
         for r in [head] + body:
             out.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
     for case, _ in rows:
-        for label, seconds in sorted(getattr(case, "setup_s", {}).items()):
-            if label == "jax" and seconds > 1.0:
-                out.append(f"\n{case.size}: JAX tracing + compiling took {seconds:.1f} s "
-                           "(not in the times above).")
+        for label, seconds in getattr(case, "first_call", {}).items():
+            if _peer_of(label) == "jax" and seconds > 1.0:
+                out.append(f"\n{case.size} {case.dtype}: the first call of {label} (tracing and "
+                           f"compiling) took {seconds:.1f} s, not in the times above.")
     out.append("")
     return "\n".join(out)
 
@@ -462,9 +461,11 @@ def header(argv):
         pass
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = " ".join(["python", "benchmarks/compare.py"] + argv)
-    return (f"Measured {when} on {os.cpu_count()} cores ({cpu}; `nproc` = {os.cpu_count()}), "
-            f"{', '.join(versions)}.\nCommand: `{cmd}`.  Medians of interleaved repetitions; "
-            f"(Nx) is the time over the hand-written gradient's.\n")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"Measured {when} on {os.cpu_count()} cores ({cpu}; `nproc` = {os.cpu_count()}; "
+            f"load average {load} at the start), {', '.join(versions)}.\n"
+            f"Command: `{cmd}`.  Medians of interleaved repetitions; (Nx) is the time over the "
+            f"hand-written gradient's.\n")
 
 
 def main(argv=None):
