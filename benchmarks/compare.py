@@ -443,7 +443,8 @@ def target_table(rows, markdown):
         w = max(len(t) for t, _, _ in rows)
         v = max(len(m) for _, m, _ in rows)
         out = [f"{t.ljust(w)}  {m.ljust(v)}  {mark[ok]}" for t, m, ok in rows]
-    return "\n".join(["Targets (issue 4)", ""] + out + [""])
+    title = "**Targets (issue 4)**" if markdown else "Targets (issue 4)"
+    return "\n".join([title, ""] + out + [""])
 
 
 def header(argv):
