@@ -1,0 +1,65 @@
+"""The benchmark harness itself: hand-written limits agree with numbagrad, and compare.py's
+check leaves out an implementation whose gradient disagrees."""
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numbagrad as ng  # noqa: E402
+from benchmarks import compare as C  # noqa: E402
+from benchmarks import workloads as W  # noqa: E402
+
+
+def test_hand_written_gradients_match_numbagrad():
+    x = W.w1_data(50, "float64")
+    g = np.empty_like(x)
+    W.w1_by_hand(x, g)
+    np.testing.assert_allclose(g, W.eager_w1(x)[1], rtol=1e-12)
+
+    K = 60
+    steps, ia, ib = W.w2_steps(K)
+    xs = W.w2_data()
+    g2 = np.zeros(W.W2_INPUTS)
+    value = W.w2_by_hand(np.array(xs), ia, ib, np.empty(steps), g2)
+    ng_value, ng_grads = W.eager_w2(W.scalar_chain(K), xs)
+    assert abs(value - ng_value) < 1e-12 * abs(ng_value)
+    np.testing.assert_allclose(g2, np.array(ng_grads), rtol=1e-12)
+
+    x3 = W.w3_data(40)
+    g3 = np.empty_like(x3)
+    W.w3_by_hand(x3, g3)
+    np.testing.assert_allclose(g3, W.eager_w3(x3)[1], rtol=1e-12)
+
+    X = W.w6_data(20, 7)
+    G = np.empty_like(X)
+    W.w6_by_hand(X, G)
+    np.testing.assert_allclose(G, W.eager_w6(X), rtol=1e-12)
+
+    params, Xb, y = W.w4_data("float64", batch=8, sizes=(6, 5, 3))
+    loss, grads = W.w4_by_hand(params, Xb, y)
+    ng_loss, ng_grads = W.eager_w4(W.mlp_loss(Xb, y), params)
+    assert abs(loss - ng_loss) < 1e-12
+    for a, b in zip(grads, ng_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+    A, x5 = W.w5_data(12, 4)
+    J = np.empty((4, 12))
+    W.w5_by_hand(A, x5, 4, J)
+    np.testing.assert_allclose(J, ng.trace(W.tanh_layer(A, 4), x5).jacobian(x5), rtol=1e-12)
+
+
+def test_check_drops_a_disagreeing_implementation():
+    x = W.w1_data(10, "float64")
+    case = C.Case("W1", "n = 10", "float64")
+    case.add(C.EAGER, lambda: W.eager_w1(x)[1])
+    case.add("right", lambda: 4 * (x + 2) / x.size)
+    case.add("wrong", lambda: 4 * (x + 2.001) / x.size)
+    case.add("broken", lambda: 1 / 0)
+    C.check(case)
+    assert set(case.steps) == {C.EAGER, "right"}
+    assert case.notes["wrong"].startswith("disagrees with numbagrad eager")
+    assert case.notes["broken"].startswith("error: ZeroDivisionError")
+    times = C.measure(case, rounds=3, sample_s=1e-4, budget_s=0.05)
+    assert set(times) == {C.EAGER, "right"} and all(t > 0 for t in times.values())
