@@ -1,6 +1,6 @@
 """numbagrad against the hand-written limit and its peers on issue 4's workloads, in one process.
 
-    python benchmarks/compare.py              # every workload (about 10 minutes on 2 cores)
+    python benchmarks/compare.py              # every workload (about 20 minutes, loaded 2 cores)
     python benchmarks/compare.py --quick      # fewer sizes and repetitions
     python benchmarks/compare.py --only W1,W3 --markdown   # a README-ready table
     python benchmarks/compare.py --slow       # also JAX on W2 at K = 10,000 (a minute to compile)
