@@ -359,3 +359,80 @@ def test_fuzz_loader_long():
 if __name__ == "__main__":
     n, seed, progress = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     print(repr(fuzz(n, seed, progress)))
+
+
+# ---------------------------------------------------------------- regressions: what the fuzzer
+# (and reading the loader) found; each was accepted by the loader before its fix
+
+def _saved(f, *examples):
+    import numbagrad as ng
+    return npz_arrays(npz_bytes(ng.trace(f, *examples, check=False)))
+
+
+def _load_arrays(d):
+    import numbagrad as ng
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "f.npz")
+        with open(p, "wb") as fh:
+            fh.write(arrays_to_npz(d))
+        return ng.load(p)
+
+
+def test_reduction_layout_whose_int64_product_wraps_is_rejected():
+    # outer * n * inner = 6 * 3 * (2**63 + 1) / 3 wraps to 6 = the operand's size, and
+    # outer * inner to 2: the kernel then read far outside the buffer (segfault)
+    d = _saved(lambda x: x.sum(1).sum(), np.ones((2, 3)))
+    d["tape_iparams"] = d["tape_iparams"].copy()
+    d["tape_iparams"][:3] = [6, 3, (2 ** 63 + 1) // 3]
+    with pytest.raises(ValueError, match="parameters do not fit"):
+        _load_arrays(d)
+
+
+def test_value_offset_whose_end_wraps_is_rejected():
+    # val_off + size wrapped negative and passed "<= buffer length": writes outside (heap
+    # corruption, glibc abort "munmap_chunk(): invalid pointer")
+    d = _saved(lambda x: (x * 2.0).sum(), np.ones(3))
+    d["tape_val_off"] = d["tape_val_off"].copy()
+    d["tape_val_off"][1] = 2 ** 63 - 2
+    with pytest.raises(ValueError, match="value outside the buffer"):
+        _load_arrays(d)
+
+
+def test_overlapping_value_slots_are_rejected():
+    d = _saved(lambda x: (x.sin() * x).sum(), np.ones(4))
+    d["tape_val_off"] = d["tape_val_off"].copy()
+    d["tape_val_off"][2] = 1   # node 2's slot overlaps the input's: silently wrong answers
+    with pytest.raises(ValueError, match="overlap"):
+        _load_arrays(d)
+
+
+def test_requires_grad_flag_must_follow_from_operands():
+    d = _saved(lambda x: (x.sin() * x).sum(), np.ones(4))
+    d["tape_flags"] = d["tape_flags"].copy()
+    d["tape_flags"][1] = 0     # the reverse sweep skipped the sin path, the tangent sweep not
+    with pytest.raises(ValueError, match="requires-grad flag"):
+        _load_arrays(d)
+
+
+def test_argument_names_and_shapes_must_fit():
+    d = _saved(lambda x, y: (x * y).sum(), np.ones(3), np.ones(3))
+    short = dict(d, arg_names=d["arg_names"][:1])
+    with pytest.raises(ValueError, match="argument"):
+        _load_arrays(short)
+    missing = {k: v for k, v in d.items() if k != "arg_names"}
+    with pytest.raises(ValueError, match="not a valid numbagrad tape file"):
+        _load_arrays(missing)
+
+
+def test_pickled_state_is_checked_like_a_file():
+    # unpickling did not compare argument shapes with the input nodes: grad_batch/jacobian
+    # then wrote each row's elements past the node's slot
+    import numbagrad as ng
+    f = ng.trace(lambda x: (x * x).sum(), np.ones(3), check=False)
+    state = f.__getstate__()
+    for bad in (dict(state, arg_shapes=[(5,)]), dict(state, out_shape=(2,)),
+                dict(state, arg_names=[]), {k: v for k, v in state.items() if k != "in_nodes"}):
+        with pytest.raises(ValueError):
+            pickle.loads(pickle.dumps(_Reduced(bad)))
+    g = pickle.loads(pickle.dumps(f))
+    np.testing.assert_array_equal(g.grad_batch(np.ones((20, 3))), 2 * np.ones((20, 3)))
