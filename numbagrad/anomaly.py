@@ -24,6 +24,7 @@ __all__ = ["detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled", "Anomal
 
 _state = threading.local()
 _active = [0]   # detect_anomaly blocks open in any thread: the fast "off" test reads this only
+_active_lock = threading.Lock()  # += on it from two threads at once could lose a count
 
 # opcode -> its name in ops.py (NEG, DIV, ...)
 OPCODE_NAMES = {}
@@ -53,7 +54,8 @@ def is_anomaly_enabled():
 def _set(flag):
     prev = getattr(_state, "enabled", False)
     _state.enabled = bool(flag)
-    _active[0] += int(bool(flag)) - int(prev)
+    with _active_lock:
+        _active[0] += int(bool(flag)) - int(prev)
     return prev
 
 
