@@ -13,29 +13,23 @@ For each workload, one process, interleaved rounds, medians:
 
 The goal (issue 7): in Numba within 1.2x of the pure sweeps, i.e. no dispatch overhead left.
 
-Workloads: W2, a scalar graph of about 10,000 sin/mul/add ops on 0-d values with 10 inputs (as
-in ``replay_vs_handwritten.py``), and Rosenbrock at n = 100.
+Workloads (``benchmarks/workloads.py``): W2, the scalar graph of K = 10,000 sin/mul/add ops on 0-d
+values with 10 inputs, and W3, Rosenbrock at n = 100.
 """
+import os
+import sys
 import time
 
-import numba
-import numpy as np
-from numba import njit
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numbagrad as ng
-from numbagrad.fusion import replay_forward, replay_reverse
-from numbagrad.sweeps import PAR_MIN
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import njit  # noqa: E402
 
-
-def w2(*xs):
-    acc = xs[0] * 0
-    for k in range(3333):
-        acc = acc + ng.sin(xs[k % 10]) * xs[(k + 3) % 10]
-    return acc
-
-
-def rosenbrock(x):
-    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+import numbagrad as ng  # noqa: E402
+from benchmarks import workloads as W  # noqa: E402
+from numbagrad.fusion import replay_forward, replay_reverse  # noqa: E402
+from numbagrad.sweeps import PAR_MIN  # noqa: E402
 
 
 @njit(cache=True)
@@ -113,10 +107,10 @@ def measure(name, f, args, calls):
 
 
 def main():
-    xs = [np.float64(v) for v in np.random.default_rng(1).standard_normal(10)]
-    measure("W2", ng.trace(w2, *xs, check=False), xs, 200)
+    xs = [np.float64(v) for v in W.w2_data()]
+    measure("W2 K=10,000", ng.trace(W.scalar_chain(10_000), *xs, check=False), xs, 200)
     x = np.random.default_rng(0).standard_normal(100)
-    measure("Rosenbrock n=100", ng.trace(rosenbrock, x), [x], 20000)
+    measure("W3 Rosenbrock n=100", ng.trace(W.rosenbrock, x), [x], 20000)
 
 
 if __name__ == "__main__":
