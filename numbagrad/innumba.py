@@ -1,9 +1,8 @@
 """Derivatives callable from inside Numba code: ``Traced.numba()`` returns a ``NumbaHandle``.
 
 A handle holds the replay tape, its plans (fused segments, adjoint and tangent offsets) and
-preallocated work buffers in one Numba ``structref``.  Its methods are Numba functions, so user
-``@njit`` code calls them in nopython mode with no Python per call and, for graphs whose binary
-ops all sit in fused elementwise runs (W2-like scalar graphs, Rosenbrock), no allocation:
+work buffers allocated once, in one Numba ``structref``.  Its methods are Numba functions, so
+user ``@njit`` code calls them in nopython mode with no Python per call:
 
 >>> import numpy as np, numba, numbagrad as ng
 >>> rosen = lambda x: (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
@@ -28,7 +27,11 @@ code and from Python alike:
 - ``h.jvp_into(x, t, out)``: ``J t`` into ``out`` (``t`` of length ``n``, ``out`` of ``m``);
 - ``h.hvp_into(x, v, out)``: ``H v`` of a scalar function into ``out``;
 - ``h.copy()``: a handle on the same tape with its own work buffers (for ``prange``);
+  ``h.copies(k)``: k of them in a typed list;
 - ``h.n``, ``h.m``: the input and output lengths.
+
+Arrays are used in place when they are C-contiguous and of the tape's dtype (``out`` must be);
+another ``x``, ``v`` or ``t`` is copied first.  Sizes are checked (``ValueError``).
 
 Where a handle can live:
 
@@ -46,10 +49,22 @@ Where a handle can live:
   makes k copies ahead of time (a typed list; index it with ``numba.get_thread_id()``) so the
   parallel loop allocates nothing.
 
-The handle runs every sweep serially: it is meant for calls from the user's own loops, which
-may themselves be ``prange`` loops (a kernel starting a parallel region inside one would nest).
-Values that ``f`` read while recording (guards) are checked on every value/grad/vjp call; a
-point where one differs raises ``GuardError`` (the message cannot name the node from Numba code;
+How it runs: one C entry point per handle type (``innumba_sweeps.py``) holds the library's own
+sweeps, compiled once and cached on disk (about 30 s of CPU the first time on a 2-core machine;
+a float32 tape has its own).  Methods call it through its address, so a user function that
+calls a handle compiles in a fraction of a second instead of re-optimising the sweeps.  Every
+sweep runs serially: a handle is called from the user's own loops, which may be ``prange``
+loops (a kernel starting its own parallel region inside one would nest).
+
+Allocation: value, grad and vjp run the fused replay with the handle's scratch, so a scalar
+graph (W2) allocates nothing per call.  What still allocates, per call, is in the kernels:
+a fused run closed by a sum or mean (Rosenbrock) allocates one scratch copy per block
+(``fusion._block_reverse`` adds into a slice with ``+=``, which Numba copies first), binary ops
+outside fused runs (broadcasting) allocate small index arrays (``kernels.broadcast_map``), and
+matmul allocates its products; jvp and hvp run the unfused sweeps.
+
+Values that ``f`` read while recording (guards) are checked on every call; a point where one
+differs raises ``GuardError`` (the message cannot name the node from Numba code;
 ``Traced.grad`` at that point gives the full message).
 """
 import numba
