@@ -14,7 +14,7 @@ broadcast together) and a random weight ``w``, with ``s(x) = sum(w * f(x))``:
 
 Kinks (relu, abs, max) are left out: finite differences across a kink are not a derivative.
 
-    python -m pytest -q tests/test_properties.py            # 20 examples per property
+    python -m pytest -q tests/test_properties.py            # 25 random graphs
     python -m pytest -q -m fuzz tests/test_properties.py    # 500 (PROPERTY_EXAMPLES)
 """
 import os
@@ -150,7 +150,7 @@ def _close(a, b, tol, scale=None):
     np.testing.assert_allclose(a, b, rtol=0, atol=tol * s)
 
 
-N_DEFAULT = 12
+N_DEFAULT = 25
 N_LONG = int(os.environ.get("PROPERTY_EXAMPLES", "500"))
 
 
