@@ -67,11 +67,10 @@ class detect_anomaly:
     >>> import numbagrad as ng
     >>> x = ng.tensor([0.0, 1.0], requires_grad=True)
     >>> with ng.detect_anomaly():
-    ...     y = (x.sqrt() * 0).sum()
-    ...     y.backward()            # doctest: +ELLIPSIS
+    ...     (x ** 0.5).sum().backward()
     Traceback (most recent call last):
     ...
-    numbagrad.anomaly.AnomalyError: reverse sweep: node 1 of the tape (opcode SQRT, grad_fn SqrtBackward0) produced nan/inf values in the gradient of its operand 0 (node 0, ...)
+    numbagrad.anomaly.AnomalyError: reverse sweep: node 1 of the tape (opcode POW_C, grad_fn PowBackward0) produced nan/inf values in the gradient of its operand 0 (node 0, AccumulateGrad)
     """
 
     def __init__(self, check_nan=True):
