@@ -46,13 +46,12 @@ class InNumbaGrad:
     def track_over_pure_sweeps(self, workload):
         f = self.f
         buf, chunks, adj = f._buffers()
-        starts, stops, ext = f._segs
-        zero = np.array(f._zero_ranges, dtype=np.int64).reshape(-1, 2)
+            zero = np.array(f._zero_ranges, dtype=np.int64).reshape(-1, 2)
         nthreads = numba.get_num_threads()
 
         def sweeps(k):
-            pure_sweeps(f._t, chunks, buf, adj, f._adj_off, starts, stops, ext, zero,
-                        f._out_node, k, nthreads)
+            pure_sweeps(f._t, chunks, buf, adj, f._adj_off, f._plan, zero, f._out_node, k,
+                        nthreads)
 
         def handle(k):
             in_numba(self.h, self.x, self.g, k)

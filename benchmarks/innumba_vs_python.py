@@ -41,16 +41,15 @@ def in_numba(h, x, g, calls):
 
 
 @njit(cache=True)
-def pure_sweeps(t, chunks, buf, adj, adj_off, starts, stops, ext, zero, out_node, calls,
+def pure_sweeps(t, chunks, buf, adj, adj_off, plan, zero, out_node, calls,
                 nthreads):
     o = adj_off[out_node]
     for _ in range(calls):
-        replay_forward(t, chunks, buf, starts, stops, ext, PAR_MIN, nthreads)
+        replay_forward(t, chunks, buf, plan, PAR_MIN, nthreads)
         for r in range(len(zero)):
             adj[zero[r, 0]:zero[r, 1]] = 0.0
         adj[o] = 1.0
-        replay_reverse(t, chunks, buf, adj, adj_off, starts, stops, ext, out_node, PAR_MIN,
-                       nthreads)
+        replay_reverse(t, chunks, buf, adj, adj_off, plan, out_node, PAR_MIN, nthreads)
 
 
 def per_call(fn, calls, rounds=7):
@@ -72,7 +71,6 @@ def measure(name, f, args, calls):
         for k in nodes:
             o = f._t.val_off[k]
             buf[o:o + np.size(a)] = np.ravel(a)
-    starts, stops, ext = f._segs
     zero = np.array(f._zero_ranges, dtype=np.int64).reshape(-1, 2)
     nthreads = numba.get_num_threads()
 
@@ -84,7 +82,7 @@ def measure(name, f, args, calls):
             f.grad(*args)
 
     def run_sweeps(k):
-        pure_sweeps(f._t, chunks, buf, adj, f._adj_off, starts, stops, ext, zero, f._out_node,
+        pure_sweeps(f._t, chunks, buf, adj, f._adj_off, f._plan, zero, f._out_node,
                     k, nthreads)
 
     expected = f.grad(*args)

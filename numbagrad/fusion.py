@@ -17,6 +17,8 @@ per-op sweeps in ``sweeps.py``.  Blocks are split over threads (``prange``)
 when a segment has at least ``par_min`` elements; callers pass
 ``numba.get_num_threads()`` (reading it inside would make the sweeps uncachable).
 """
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, prange, literally
 
@@ -74,10 +76,68 @@ def plan_segments(t, keep=()):
     for k in keep:
         if seg_of[k] >= 0:
             ext[k] = 2
-    for stop in stops:
+    for start, stop in zip(starts, stops):
         if opcodes[stop - 1] in (SUM, MEAN):
             ext[stop - 1] = 2
+        if sizes[start] == 1:  # scalar segments run from the buffers (scalar_forward)
+            ext[start:stop][ext[start:stop] > 0] = 2
     return (np.array(starts, dtype=np.int64), np.array(stops, dtype=np.int64), ext)
+
+
+FusionPlan = namedtuple("FusionPlan", "seg_start seg_stop ext prog pc")
+FusionPlan.__doc__ = """What a fused replay needs besides the tape, made once per trace.
+
+seg_start, seg_stop, ext: the segments (``plan_segments``).  prog, pc: the scalar
+program (``plan_scalar``) for ops of one-element segments."""
+
+
+def plan_fusion(t, adj_off, trash, keep=()):
+    """The FusionPlan of a replay tape whose adjoints sit at ``adj_off`` (``trash``: a spare
+    adjoint slot that takes partials nobody reads)."""
+    starts, stops, ext = plan_segments(t, keep)
+    prog, pc = plan_scalar(t, adj_off, trash, starts, stops)
+    return FusionPlan(starts, stops, ext, prog, pc)
+
+
+# columns of a scalar program row
+P_OP, P_X, P_B, P_Y, P_GX, P_GB, P_GY = range(7)
+
+
+def plan_scalar(t, adj_off, trash, starts, stops):
+    """One row per node of the one-element segments, with the buffer offsets resolved.
+
+    Row k: opcode, value offsets of the operands and of the result, adjoint offsets of the
+    operands (``trash`` where they take none) and of the result (-1: none), and two constants
+    (``pc``).  An interpreter over these rows does no lookups beyond the row it is on: about
+    twice as fast as reading the tape's columns through their pointers.
+    """
+    n = len(t.opcodes)
+    rows = np.zeros(n, dtype=np.bool_)
+    for a, b in zip(starts, stops):
+        if t.sizes[a] == 1:
+            rows[a:b] = True
+    if not rows.any():
+        return np.zeros((0, 7), dtype=np.int64), np.zeros((0, 2))
+    prog = np.full((n, 7), -1, dtype=np.int64)
+    pc = np.zeros((n, 2))
+    ops = np.flatnonzero(rows & (t.opcodes != LEAF))
+    prog[rows, P_OP] = LEAF
+    prog[ops, P_OP] = t.opcodes[ops]
+    nargs = np.diff(t.arg_ptr)[ops]
+    x = t.args[t.arg_ptr[ops]]
+    prog[ops, P_X] = t.val_off[x]
+    prog[ops, P_GX] = np.where(adj_off[x] >= 0, adj_off[x], trash)
+    two = ops[nargs >= 2]
+    b = t.args[t.arg_ptr[two] + 1]
+    prog[two, P_B] = t.val_off[b]
+    prog[two, P_GB] = np.where(adj_off[b] >= 0, adj_off[b], trash)
+    prog[ops, P_Y] = t.val_off[ops]
+    prog[ops, P_GY] = adj_off[ops]
+    nconst = np.diff(t.const_ptr)
+    for r in range(2):
+        has = ops[nconst[ops] > r]
+        pc[has, r] = t.consts[t.const_ptr[has] + r]
+    return prog, pc
 
 
 # ---------------------------------------------------------------- block loops
@@ -262,79 +322,46 @@ def _block_sum(a, o, m):
 
 
 # ---------------------------------------------------------------- segments of single values
-# Scalar graphs (every node one element) are interpreted op by op with plain
-# arrays as arguments: reading them through the TapeArrays tuple costs several
-# times more per op than the arithmetic.
-
-@njit(inline="always")
-def _scalar_at(buf, sv, ext, val_off, k, start, stop):
-    if start <= k < stop and ext[k] > 0:
-        return sv[k - start]
-    return buf[val_off[k]]
-
+# Scalar graphs (every node one element) run a row-per-op program (plan_scalar) whose
+# offsets are resolved at plan time: no per-op pointer chasing, no block loops.
 
 @njit(cache=True)
-def scalar_forward(opcodes, args, arg_ptr, consts, const_ptr, val_off, ext, buf, sv, start, stop):
-    acc = 0.0
+def scalar_forward(prog, pc, buf, start, stop):
     for i in range(start, stop):
-        op = opcodes[i]
+        op = prog[i, P_OP]
         if op == LEAF:
             continue
-        x = _scalar_at(buf, sv, ext, val_off, args[arg_ptr[i]], start, stop)
-        if op == SUM or op == MEAN:
-            acc = x
-            continue
+        x = buf[prog[i, P_X]]
         if op < ADD:
-            c = const_ptr[i]
-            c0 = consts[c] if c < const_ptr[i + 1] else 0.0
-            c1 = consts[c + 1] if c + 1 < const_ptr[i + 1] else 0.0
-            y = unary_f(op, x, c0, c1)
-        else:
-            y = binary_f(op, x, _scalar_at(buf, sv, ext, val_off, args[arg_ptr[i] + 1], start, stop))
-        sv[i - start] = y
-        if ext[i] == 2:
-            buf[val_off[i]] = y
-    return acc
+            y = unary_f(op, x, pc[i, 0], pc[i, 1])
+        elif op <= MINIMUM:
+            y = binary_f(op, x, buf[prog[i, P_B]])
+        elif op == SUM:
+            y = x
+        else:  # MEAN of one element (its constant is the count, 1)
+            y = x / pc[i, 0]
+        buf[prog[i, P_Y]] = y
 
 
 @njit(cache=True)
-def scalar_reverse(opcodes, args, arg_ptr, consts, const_ptr, val_off, ext, buf, sv, gv, adj,
-                   adj_off, start, stop, g_tail):
-    last = stop
-    if opcodes[stop - 1] == SUM or opcodes[stop - 1] == MEAN:
-        last = stop - 1
-    for i in range(start, last):
-        gv[i - start] = adj[adj_off[i]] if ext[i] == 2 and adj_off[i] >= 0 else 0.0
-    if last < stop:
-        gv[args[arg_ptr[last]] - start] += g_tail
-    for i in range(last - 1, start - 1, -1):
-        op = opcodes[i]
-        if op == LEAF or adj_off[i] < 0:
+def scalar_reverse(prog, pc, buf, adj, start, stop):
+    for i in range(stop - 1, start - 1, -1):
+        op = prog[i, P_OP]
+        gy = prog[i, P_GY]
+        if op == LEAF or gy < 0:
             continue
-        g = gv[i - start]
-        y = sv[i - start]
-        a = args[arg_ptr[i]]
-        x = _scalar_at(buf, sv, ext, val_off, a, start, stop)
+        g = adj[gy]
+        x = buf[prog[i, P_X]]
         if op < ADD:
-            c = const_ptr[i]
-            c0 = consts[c] if c < const_ptr[i + 1] else 0.0
-            c1 = consts[c + 1] if c + 1 < const_ptr[i + 1] else 0.0
-            _scalar_add(gv, adj, adj_off, ext, a, start, stop, g * unary_d(op, x, y, c0, c1))
+            adj[prog[i, P_GX]] += g * unary_d(op, x, buf[prog[i, P_Y]], pc[i, 0], pc[i, 1])
+        elif op <= MINIMUM:
+            b, y = buf[prog[i, P_B]], buf[prog[i, P_Y]]
+            adj[prog[i, P_GX]] += g * binary_da(op, x, b, y)
+            adj[prog[i, P_GB]] += g * binary_db(op, x, b, y)
+        elif op == SUM:
+            adj[prog[i, P_GX]] += g
         else:
-            b = args[arg_ptr[i] + 1]
-            z = _scalar_at(buf, sv, ext, val_off, b, start, stop)
-            _scalar_add(gv, adj, adj_off, ext, a, start, stop, g * binary_da(op, x, z, y))
-            _scalar_add(gv, adj, adj_off, ext, b, start, stop, g * binary_db(op, x, z, y))
-
-
-@njit(inline="always")
-def _scalar_add(gv, adj, adj_off, ext, k, start, stop, v):
-    if adj_off[k] < 0:
-        return
-    if start <= k < stop and ext[k] > 0:
-        gv[k - start] += v
-    else:
-        adj[adj_off[k]] += v
+            adj[prog[i, P_GX]] += g / pc[i, 0]
 
 
 # ---------------------------------------------------------------- one segment
@@ -435,21 +462,7 @@ def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width,
         a = arg(t, i, 0)
         ta, to, ts = _grad_target(t, adj, adj_off, gv, ext, a, start, stop, lo, width)
         aa, ao, as_ = _value_src(t, buf, sv, ext, a, start, stop, lo, width)
-        if m == 1 and n_total_is_one(t, start):
-            # one element: add straight into the targets (no threads share them)
-            g = gv[go]
-            if na == 1:
-                if ts >= 0:
-                    ta[to] += g * unary_d(op, aa[ao], sv[go], const(t, i, 0), const(t, i, 1))
-            else:
-                b = arg(t, i, 1)
-                tb, tbo, tbs = _grad_target(t, adj, adj_off, gv, ext, b, start, stop, lo, width)
-                ba, bo, bs = _value_src(t, buf, sv, ext, b, start, stop, lo, width)
-                if ts >= 0:
-                    ta[to] += g * binary_da(op, aa[ao], ba[bo], sv[go])
-                if tbs >= 0:
-                    tb[tbo] += g * binary_db(op, aa[ao], ba[bo], sv[go])
-        elif na == 1:
+        if na == 1:
             s = unary_block_vjp(op, aa, ao, as_, sv, go, gv, go, ta, to, ts, m,
                                 const(t, i, 0), const(t, i, 1))
             if ts == 0:
@@ -467,11 +480,6 @@ def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width,
 
 
 @njit(inline="always")
-def n_total_is_one(t, start):
-    return t.sizes[start] == 1
-
-
-@njit(inline="always")
 def _grad_target(t, adj, adj_off, gv, ext, k, start, stop, lo, width):
     if adj_off[k] < 0:
         return gv, 0, -1
@@ -483,16 +491,13 @@ def _grad_target(t, adj, adj_off, gv, ext, k, start, stop, lo, width):
 
 
 @njit(cache=True, parallel=True)
-def segment_forward(t, buf, ext, start, stop, par_min, nthreads):
+def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     tail = stop - 1
     if n == 1:
-        sv = np.empty(stop - start, dtype=buf.dtype)
-        acc = scalar_forward(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, ext,
-                             buf, sv, start, stop)
-        if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
-            buf[t.val_off[tail]] = acc
+        scalar_forward(plan.prog, plan.pc, buf, start, stop)
         return
+    ext = plan.ext
     width = min(BLOCK, n)
     nblocks = (n + width - 1) // width
     nchunks = max(1, min(nthreads * 2, nblocks)) if n >= par_min else 1
@@ -511,8 +516,12 @@ def segment_forward(t, buf, ext, start, stop, par_min, nthreads):
 
 
 @njit(cache=True, parallel=True)
-def segment_reverse(t, buf, adj, adj_off, ext, start, stop, par_min, nthreads):
+def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
+    if n == 1:
+        scalar_reverse(plan.prog, plan.pc, buf, adj, start, stop)
+        return
+    ext = plan.ext
     width = min(BLOCK, n)
     nblocks = (n + width - 1) // width
     nchunks = max(1, min(nthreads * 2, nblocks)) if n >= par_min else 1
@@ -525,14 +534,6 @@ def segment_reverse(t, buf, adj, adj_off, ext, start, stop, par_min, nthreads):
         g_tail = adj[adj_off[tail]]
         if t.opcodes[tail] == MEAN:
             g_tail = g_tail / const(t, tail, 0)
-    if n == 1:
-        sv = np.empty(nops, dtype=buf.dtype)
-        gv = np.empty(nops, dtype=buf.dtype)
-        scalar_forward(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, ext, buf,
-                       sv, start, stop)
-        scalar_reverse(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, ext, buf,
-                       sv, gv, adj, adj_off, start, stop, g_tail)
-        return
     sums = np.zeros((nchunks, 2 * nops))
     if nchunks > 1:
         for c in prange(nchunks):
@@ -559,30 +560,33 @@ def segment_reverse(t, buf, adj, adj_off, ext, start, stop, par_min, nthreads):
 # ---------------------------------------------------------------- whole replays
 
 @njit(cache=True)
-def replay_forward(t, chunks, buf, seg_start, seg_stop, ext, par_min, nthreads):
+def replay_forward(t, chunks, buf, plan, par_min, nthreads):
     """Recompute every node from the leaves: segments fused, other ops by ``forward_sweep``."""
     n = len(t.opcodes)
+    seg_start, seg_stop = plan.seg_start, plan.seg_stop
     i = 0
     for s in range(len(seg_start) + 1):
         nxt = seg_start[s] if s < len(seg_start) else n
         if i < nxt:
             forward_sweep(t, chunks, i, nxt, par_min)
         if s < len(seg_start):
-            segment_forward(t, buf, ext, seg_start[s], seg_stop[s], par_min, nthreads)
+            segment_forward(t, buf, plan, seg_start[s], seg_stop[s], par_min, nthreads)
             i = seg_stop[s]
 
 
 @njit(cache=True)
-def replay_reverse(t, chunks, buf, adj, adj_off, seg_start, seg_stop, ext, top, par_min, nthreads):
-    """Adjoints from ``top`` down (seeds already in ``adj``): segments fused, others by op."""
+def replay_reverse(t, chunks, buf, adj, adj_off, plan, top, par_min, nthreads):
+    """Adjoints from ``top`` down (seeds already in ``adj``): segments fused, others by op.
+    ``adj_off`` must be the one ``plan`` was made with."""
+    seg_start, seg_stop = plan.seg_start, plan.seg_stop
     hi = top
     for s in range(len(seg_start) - 1, -1, -1):
         if seg_start[s] > hi:
             continue
         if seg_stop[s] - 1 < hi:
             reverse_sweep(t, chunks, adj, adj_off, hi, par_min, seg_stop[s])
-        segment_reverse(t, buf, adj, adj_off, ext, seg_start[s], min(seg_stop[s], hi + 1), par_min,
-                        nthreads)
+        segment_reverse(t, buf, adj, adj_off, plan, seg_start[s], min(seg_stop[s], hi + 1),
+                        par_min, nthreads)
         hi = seg_start[s] - 1
     if hi >= 0:
         reverse_sweep(t, chunks, adj, adj_off, hi, par_min, 0)

@@ -56,25 +56,27 @@ def _fused_forward(h):
             break
         start, stop = h.seg_start[s], h.seg_stop[s]
         n = t.sizes[start]
-        if n == 1:
-            acc = scalar_forward(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off,
-                                 h.ext, buf, sv, start, stop)
-        else:
-            width = min(BLOCK, n)
-            acc = _blocks_forward(t, buf, h.ext, start, stop, sv, 0, (n + width - 1) // width,
-                                  n, width, True)
+        i = stop
+        if n == 1:  # the scalar program stores every value, closing sums included
+            scalar_forward(h.prog, h.pc, buf, start, stop)
+            continue
+        width = min(BLOCK, n)
+        acc = _blocks_forward(t, buf, h.ext, start, stop, sv, 0, (n + width - 1) // width,
+                              n, width, True)
         tail = stop - 1
         if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
-            if t.opcodes[tail] == MEAN and n > 1:
+            if t.opcodes[tail] == MEAN:
                 acc = acc / const(t, tail, 0)
             buf[t.val_off[tail]] = acc
-        i = stop
 
 
 @njit(inline="always")
 def _segment_reverse(h, start, stop):
     t, buf, adj, adj_off = h.t, h.buf, h.adj, h.adj_off
     n = t.sizes[start]
+    if n == 1:
+        scalar_reverse(h.prog, h.pc, buf, adj, start, stop)
+        return
     nops = stop - start
     g_tail = 0.0
     tail = stop - 1
@@ -84,12 +86,6 @@ def _segment_reverse(h, start, stop):
         g_tail = adj[adj_off[tail]]
         if t.opcodes[tail] == MEAN:
             g_tail = g_tail / const(t, tail, 0)
-    if n == 1:
-        scalar_forward(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, h.ext,
-                       buf, h.sv, start, stop)
-        scalar_reverse(t.opcodes, t.args, t.arg_ptr, t.consts, t.const_ptr, t.val_off, h.ext,
-                       buf, h.sv, h.gv, adj, adj_off, start, stop, g_tail)
-        return
     width = min(BLOCK, n)
     sums = h.sums[:2 * nops]
     sums[:] = 0.0

@@ -40,7 +40,7 @@ from . import anomaly, grad_mode
 from .ops import LEAF, NAMES, COMPARE
 import numba
 
-from .fusion import plan_segments, replay_forward, replay_reverse
+from .fusion import plan_fusion, replay_forward, replay_reverse
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, REQUIRES_GRAD)
 from .tape import Tape, TapeArrays, resolve
@@ -486,7 +486,6 @@ class Traced:
         self._guards = list(guards)
         # runs of elementwise ops swept fused (fusion.py); the output and guarded values are
         # always written out
-        self._segs = plan_segments(replay, keep=[out_node] + [g[0] for g in self._guards])
         self._t = replay
         self._init = init
         self.dtype = init.dtype
@@ -498,7 +497,10 @@ class Traced:
         self._out_size = int(np.prod(self.out_shape, dtype=np.int64))
         adj_off, total, _, _, _ = plan_adjoints(replay, np.array([out_node], dtype=np.int64))
         self._adj_off, self._total = adj_off, int(total)
-        ext = self._segs[2]
+        # one spare adjoint slot at the end takes partials for operands without an adjoint
+        self._plan = plan_fusion(replay, adj_off, self._total,
+                                 keep=[out_node] + [g[0] for g in self._guards])
+        ext = self._plan.ext
         slots = np.flatnonzero((adj_off >= 0) & (ext != 1))
         starts, ends = adj_off[slots], adj_off[slots] + replay.sizes[slots]
         order = np.argsort(starts)
@@ -603,7 +605,7 @@ class Traced:
             # constants sit in the buffer from here on: sweeps never write a leaf's slot
             loc.buf = self._init.copy()
             loc.chunks = List([loc.buf])
-            loc.adj = np.zeros(max(self._total, 1), dtype=self.dtype)
+            loc.adj = np.zeros(self._total + 1, dtype=self.dtype)
         return loc.buf, loc.chunks, loc.adj
 
     def _forward(self, arrs, fused=False):
@@ -618,9 +620,7 @@ class Traced:
                 o = self._t.val_off[k]
                 buf[o:o + flat.size] = flat
         if fused:
-            starts, stops, ext = self._segs
-            replay_forward(self._t, chunks, buf, starts, stops, ext, PAR_MIN,
-                           numba.get_num_threads())
+            replay_forward(self._t, chunks, buf, self._plan, PAR_MIN, numba.get_num_threads())
         else:
             forward_sweep(self._t, chunks, 0, len(self._t.opcodes), PAR_MIN)
         anomaly.check_forward(self._t, buf)  # only inside ng.detect_anomaly()
@@ -660,8 +660,7 @@ class Traced:
             return grads  # the output does not depend on any argument
         adj[o:o + self._out_size] = seed
         if fused:
-            starts, stops, ext = self._segs
-            replay_reverse(self._t, chunks, chunks[0], adj, self._adj_off, starts, stops, ext,
+            replay_reverse(self._t, chunks, chunks[0], adj, self._adj_off, self._plan,
                            self._out_node, PAR_MIN, numba.get_num_threads())
         else:
             reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)

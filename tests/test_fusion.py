@@ -24,25 +24,25 @@ def fused_value_and_grads(f, xs, par_min):
     y.backward()
     tape, t, buf = replay_layout(y)
     top = len(tape) - 1
-    starts, stops, ext = fusion.plan_segments(t, keep=[top])
+    adj_off, total, *_ = sweeps.plan_adjoints(t, np.array([top]))
+    plan = fusion.plan_fusion(t, adj_off, total, keep=[top])
     expected_value = buf[t.val_off[top]]
     for k in range(len(tape)):  # only the leaves survive: the replay must recompute the rest
         if t.opcodes[k] != ops.LEAF:
             buf[t.val_off[k]:t.val_off[k] + t.sizes[k]] = np.nan
     chunks = List([buf])
-    fusion.replay_forward(t, chunks, buf, starts, stops, ext, par_min, 2)
+    fusion.replay_forward(t, chunks, buf, plan, par_min, 2)
     np.testing.assert_allclose(buf[t.val_off[top]], expected_value, rtol=1e-10)
-    adj_off, total, *_ = sweeps.plan_adjoints(t, np.array([top]))
-    adj = np.zeros(total)
+    adj = np.zeros(total + 1)  # the last slot: the plan's trash slot
     adj[adj_off[top]] = 1.0
-    fusion.replay_reverse(t, chunks, buf, adj, adj_off, starts, stops, ext, top, par_min, 2)
+    fusion.replay_reverse(t, chunks, buf, adj, adj_off, plan, top, par_min, 2)
     assert len(tape.leaves) == len(ts)  # one node per argument, even across merged tapes
     node = {id(leaf): k for k, leaf, _ in tape.leaves}
     for x in ts:
         k = node[id(x)]
         np.testing.assert_allclose(adj[adj_off[k]:adj_off[k] + t.sizes[k]],
                                    x.grad.numpy().ravel(), rtol=1e-10, atol=1e-12)
-    return starts, stops
+    return plan.seg_start, plan.seg_stop
 
 
 def rosenbrock(x):
