@@ -451,7 +451,9 @@ def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width,
             gv[go:go + m] = 0.0
     if last < stop:
         xo = (arg(t, last, 0) - start) * width
-        gv[xo:xo + m] += g_tail
+        gx = gv[xo:xo + m]
+        for k in range(m):  # a loop: ``gv[a:b] += g`` copies the aliased slice first (allocates)
+            gx[k] += g_tail
     for i in range(last - 1, start - 1, -1):
         op = t.opcodes[i]
         if adj_off[i] < 0 or op == LEAF:
