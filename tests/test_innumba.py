@@ -209,9 +209,7 @@ def grad_loop(h, x, g, calls):
 
 
 @pytest.mark.parametrize("f, x", [
-    pytest.param(rosenbrock, np.linspace(-1, 1, 10), marks=pytest.mark.xfail(
-        strict=False, reason="the closing sum's adjoint no longer allocates; the unfused "
-        "slice (gather) kernels may still")),
+    (rosenbrock, np.linspace(-1, 1, 10)),
     (lambda *xs: sum(ng.sin(xs[k % 4]) * xs[(k + 1) % 4] for k in range(40)), np.ones(4)),
 ], ids=["rosenbrock", "scalar-graph"])
 def test_steady_state_call_allocates_nothing(f, x):
