@@ -46,7 +46,7 @@ class InNumbaGrad:
     def track_over_pure_sweeps(self, workload):
         f = self.f
         buf, chunks, adj = f._buffers()
-            zero = np.array(f._zero_ranges, dtype=np.int64).reshape(-1, 2)
+        zero = np.array(f._zero_ranges, dtype=np.int64).reshape(-1, 2)
         nthreads = numba.get_num_threads()
 
         def sweeps(k):
