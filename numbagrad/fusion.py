@@ -531,9 +531,8 @@ def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
     g_tail = 0.0
     tail = stop - 1
     if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
-        if adj_off[tail] < 0:
-            return
-        g_tail = adj[adj_off[tail]]
+        # a dead closing sum still leaves adjoints for segment nodes used elsewhere
+        g_tail = adj[adj_off[tail]] if adj_off[tail] >= 0 else 0.0
         if t.opcodes[tail] == MEAN:
             g_tail = g_tail / const(t, tail, 0)
     sums = np.zeros((nchunks, 2 * nops))

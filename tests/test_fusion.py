@@ -85,9 +85,6 @@ def test_segments_cover_elementwise_runs_and_closing_reductions():
     assert len(starts) == 1  # a scalar graph is one segment, inputs recorded mid-run included
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (benchmarks/NOTES.md): segment_reverse returns "
-                   "early when a segment's closing sum is dead code, dropping the gradient of its "
-                   "nodes used elsewhere")
 def test_dead_closing_sum_keeps_the_gradient_of_shared_nodes():
     def f(x):
         y = ng.sin(x)
