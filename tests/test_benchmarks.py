@@ -63,3 +63,28 @@ def test_check_drops_a_disagreeing_implementation():
     assert case.notes["broken"].startswith("error: ZeroDivisionError")
     times = C.measure(case, rounds=3, sample_s=1e-4, budget_s=0.05)
     assert set(times) == {C.EAGER, "right"} and all(t > 0 for t in times.values())
+
+
+def test_every_asv_benchmark_allows_a_cold_numba_compile():
+    # asv's default timeout is 60 s; a benchmark whose setup compiles from a cold Numba cache
+    # (CI's first run) takes longer and asv then fails the whole run
+    import importlib
+    import inspect
+    import pkgutil
+
+    import benchmarks
+
+    short = []
+    for mod in pkgutil.iter_modules(benchmarks.__path__):
+        if not mod.name.startswith("bench_"):
+            continue
+        m = importlib.import_module("benchmarks." + mod.name)
+        for name, obj in vars(m).items():
+            is_bench = name.startswith(("time_", "peakmem_", "track_", "timeraw_", "mem_"))
+            if inspect.isclass(obj) and obj.__module__ == m.__name__:
+                if any(k.startswith(("time_", "peakmem_", "track_", "timeraw_", "mem_"))
+                       for k in vars(obj)) and getattr(obj, "timeout", 60) < 300:
+                    short.append(f"{mod.name}.{name}")
+            elif is_bench and callable(obj) and getattr(obj, "timeout", 60) < 300:
+                short.append(f"{mod.name}.{name}")
+    assert not short, f"asv benchmarks without a cold-compile timeout: {short}"
