@@ -2,7 +2,13 @@
 import functools
 import threading
 
-_state = threading.local()
+
+
+class _State(threading.local):
+    enabled = True  # each thread starts with grad on; a plain attribute read is the fast path
+
+
+_state = _State()
 
 
 def is_grad_enabled():
@@ -13,7 +19,7 @@ def is_grad_enabled():
     ...     ng.is_grad_enabled()
     False
     """
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 def _set(flag):

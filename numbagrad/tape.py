@@ -21,6 +21,7 @@ pointer (``resolve``).
 """
 from array import array
 from collections import namedtuple
+from itertools import accumulate, chain
 
 import numpy as np
 from numba import types
@@ -43,8 +44,14 @@ _INT_COLUMNS = {  # column: array.array typecode, NumPy dtype
 }
 _POINTERS = ("arg_ptr", "shape_ptr", "const_ptr", "iparam_ptr")
 
+_EMPTY_COLUMNS = {name: array(code, [0] if name in _POINTERS else [])
+                  for name, (code, _) in _INT_COLUMNS.items()}
+
+_CHUNK_F64, _CHUNK_F32 = types.float64[::1], types.float32[::1]  # 5 us each to build
+
 OWN_CHUNK = 4096       # results at least this large are stored without a copy
 SMALL_CHUNK_MAX = 1 << 16
+_SMALL_ABSORB = 16  # absorb() node by node up to this many nodes (measured: see NOTES.md)
 
 
 class Tape:
@@ -52,8 +59,14 @@ class Tape:
 
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
-        for name, (code, _) in _INT_COLUMNS.items():
-            setattr(self, name, array(code, [0] if name in _POINTERS else []))
+        # The columns are built lazily: append() queues a node as one tuple in _rows (one
+        # list append instead of fourteen column appends) and reading any column flushes the
+        # queue into them in bulk.  Eager scalar code records a node every few microseconds.
+        self._columns = None
+        self._rows = []
+        self._bulky = False        # whether a queued node holds an ndarray of parameters
+        self._n_columns = 0        # nodes already in the columns
+        self._len = 0
         self.chunks = []           # value storage, arrays of self.dtype
         self._small = None         # the chunk small values are packed into
         self._small_used = 0
@@ -67,20 +80,63 @@ class Tape:
         self.guards = []
         self.forward_to = None     # set when this tape was merged into another
         self.shift = 0             # ... and where its nodes start there
+        self.remap = None          # ... or, for a small tape, where each of its nodes went
         self._arrays = None        # cached arrays(), valid while len(self) is unchanged
         self._typed_chunks = None
 
     def __len__(self):
-        return len(self.opcodes)
+        return self._len
+
+    def _flush(self):
+        """Move the queued nodes into the columns."""
+        cols = self._columns
+        if cols is None:
+            cols = self._columns = {name: col.__copy__() for name, col in _EMPTY_COLUMNS.items()}
+        rows, self._rows = self._rows, []
+        bulky, self._bulky = self._bulky, False
+        self._n_columns += len(rows)
+        if not rows:
+            return cols
+        (opcodes, name_ids, flags, operands, shapes, sizes, consts, iparams, val_chunk,
+         val_off) = zip(*rows)
+        cols["opcodes"].fromlist(list(opcodes))
+        cols["name_ids"].fromlist(list(name_ids))
+        cols["flags"].fromlist(list(flags))
+        cols["sizes"].fromlist(list(sizes))
+        cols["val_chunk"].fromlist(list(val_chunk))
+        cols["val_off"].fromlist(list(val_off))
+        for name, ptr, ragged in (("args", "arg_ptr", operands), ("shapes", "shape_ptr", shapes),
+                                  ("consts", "const_ptr", consts),
+                                  ("iparams", "iparam_ptr", iparams)):
+            col = cols[name]
+            base = len(col)
+            if bulky:  # some operands are ndarrays (gather indices and the like): in bulk
+                for r in ragged:
+                    if type(r) is np.ndarray:
+                        col.frombytes(r.astype(_INT_COLUMNS[name][1]).tobytes())
+                    else:
+                        col.fromlist(list(r))
+            else:
+                col.fromlist(list(chain.from_iterable(ragged)))
+            cols[ptr].fromlist(list(accumulate(map(len, ragged), initial=base))[1:])
+        return cols
+
+    def _row(self, k):
+        """Node k's (chunk, offset, size), queued or not, without flushing."""
+        j = k - self._n_columns
+        if j >= 0:
+            r = self._rows[j]
+            return r[8], r[9], r[5]
+        c = self._columns
+        return c["val_chunk"][k], c["val_off"][k], c["sizes"][k]
 
     # ------------------------------------------------------------ values
 
     def store(self, value):
         """Keep ``value`` (any array of this tape's size) for the sweeps; returns (chunk, offset)."""
-        flat = np.ascontiguousarray(value, dtype=self.dtype).reshape(-1)
-        n = flat.size
+        n = value.size
         if n >= OWN_CHUNK:
-            self.chunks.append(flat)
+            self.chunks.append(np.ascontiguousarray(value, dtype=self.dtype).reshape(-1))
             return len(self.chunks) - 1, 0
         if self._small is None or self._small_used + n > self._small.size:
             size = max(256, min(SMALL_CHUNK_MAX, 2 * (self._small.size if self._small is not None else 0)))
@@ -89,7 +145,10 @@ class Tape:
             self._small_id = len(self.chunks)
             self.chunks.append(self._small)
         off = self._small_used
-        self._small[off:off + n] = flat
+        if value.ndim == 0:  # the common case in scalar code, without a reshape
+            self._small[off] = value
+        else:
+            self._small[off:off + n] = value.reshape(-1)  # casts like astype
         self._small_used += n
         return self._small_id, off
 
@@ -97,41 +156,34 @@ class Tape:
         """The chunks as a Numba typed list (built once, extended as chunks are added)."""
         tc = self._typed_chunks
         if tc is None:
-            item = types.float32[::1] if self.dtype == np.float32 else types.float64[::1]
-            tc = self._typed_chunks = List.empty_list(item)
+            tc = self._typed_chunks = List.empty_list(
+                _CHUNK_F32 if self.dtype == np.float32 else _CHUNK_F64)
         for c in self.chunks[len(tc):]:
             tc.append(c)
         return tc
 
     def value(self, k):
         """The stored value of node k (a flat view)."""
-        off = self.val_off[k]
-        return self.chunks[self.val_chunk[k]][off:off + self.sizes[k]]
+        chunk, off, size = self._row(k)
+        return self.chunks[chunk][off:off + size]
 
     # ------------------------------------------------------------ recording
 
     def append(self, opcode, name_id, operands, shape, loc, flags, consts=(), iparams=()):
         """Add one node; ``loc`` is its value's (chunk, offset).  Returns its index."""
-        k = len(self.opcodes)
-        self.opcodes.append(opcode)
-        self.name_ids.append(name_id)
-        self.flags.append(flags)
-        self.args.extend(operands)
-        self.arg_ptr.append(len(self.args))
-        self.shapes.extend(shape)
-        self.shape_ptr.append(len(self.shapes))
         size = 1
         for s in shape:
             size *= s
-        self.sizes.append(size)
-        if consts:
-            self.consts.extend(consts)
-        self.const_ptr.append(len(self.consts))
-        if len(iparams):
-            self.iparams.extend(iparams)
-        self.iparam_ptr.append(len(self.iparams))
-        self.val_chunk.append(loc[0])
-        self.val_off.append(loc[1])
+        if type(iparams) is np.ndarray:  # may be a view of the caller's array: keep it as is now
+            iparams = iparams.copy()
+            self._bulky = True
+        if type(consts) is np.ndarray:
+            consts = consts.copy()
+            self._bulky = True
+        self._rows.append((opcode, name_id, flags, operands, shape, size, consts, iparams,
+                           loc[0], loc[1]))
+        k = self._len
+        self._len = k + 1
         return k
 
     def record(self, opcode, name_id, operands, value, consts=(), iparams=(), alias_of=None,
@@ -142,7 +194,7 @@ class Tape:
         computed from one) so that a replay still recomputes it.
         """
         if alias_of is not None:
-            loc = (self.val_chunk[alias_of], self.val_off[alias_of])
+            loc = self._row(alias_of)[:2]
         else:
             loc = self.store(value)
         return self.append(opcode, name_id, operands, value.shape, loc, flags, consts, iparams)
@@ -161,6 +213,7 @@ class Tape:
         return k
 
     def set_flag(self, k, bit):
+        self._flush()
         self.flags[k] |= bit
         if self._arrays is not None:
             self._arrays.flags[k] |= bit
@@ -199,13 +252,81 @@ class Tape:
             other.upcast(wide) if other.dtype != wide else None
         shift, chunk_shift = len(self), len(self.chunks)
         # a leaf recorded on both tapes keeps one node: the other tape's uses point at ours
-        remap = np.arange(shift, shift + len(other), dtype=np.int64)
+        remap = list(range(shift, shift + len(other)))
         duplicates = set()
         for k, tensor, version in other.leaves:
             seen = self._leaf_node.get(id(tensor))
             if seen is not None and seen[1] == version:
                 remap[k] = seen[0]
                 duplicates.add(k)
+        if len(other) <= _SMALL_ABSORB:
+            self._append_nodes(other, remap, duplicates)
+            other.remap = remap
+        else:
+            self._flush()
+            other._flush()
+            self._append_columns(other, np.array(remap, dtype=np.int64), chunk_shift)
+            self._len = self._n_columns = shift + len(other)
+            self.chunks.extend(other.chunks)
+        for k, tensor, version in other.leaves:
+            if k in duplicates:
+                continue
+            self.leaves.append((remap[k], tensor, version))
+            if id(tensor) not in self._leaf_node:
+                self._leaf_node[id(tensor)] = (remap[k], version)
+        for k, tensor in other.retained.items():
+            self.retained[remap[k]] = tensor
+        self.guards.extend((remap[k], kind, value, how) for k, kind, value, how in other.guards)
+        other.forward_to, other.shift = self, shift
+        other.chunks, other.leaves, other.retained, other._leaf_node = [], [], {}, {}
+        other.guards = []
+        other._arrays = other._typed_chunks = other._small = None
+        other._rows = []
+        return shift
+
+    def _append_nodes(self, other, remap, duplicates):
+        """absorb() for a tape of a few nodes: node by node (NumPy calls cost more here).
+
+        Leaves recorded on both tapes are not copied (``remap`` sends their uses to ours and
+        then says where each of ``other``'s nodes went), so scalar code that merges a small
+        tape per step does not leave a dead copy of its inputs on the tape at every step.
+
+        Its packed chunk of small values (mostly empty: a new tape reserves 256 values) is
+        copied into ours, so that scalar code merging thousands of small tapes does not leave
+        thousands of chunks; its large values' chunks are adopted as they are.
+        """
+        where = []
+        for c, chunk in enumerate(other.chunks):
+            if c == other._small_id and other._small is chunk:
+                where.append(self.store(chunk[:other._small_used]))
+            else:
+                self.chunks.append(chunk)
+                where.append((len(self.chunks) - 1, 0))
+        if other._n_columns:
+            o = other._flush()
+            rows = [(o["opcodes"][k], o["name_ids"][k], o["flags"][k],
+                     o["args"][o["arg_ptr"][k]:o["arg_ptr"][k + 1]],
+                     o["shapes"][o["shape_ptr"][k]:o["shape_ptr"][k + 1]], o["sizes"][k],
+                     o["consts"][o["const_ptr"][k]:o["const_ptr"][k + 1]],
+                     o["iparams"][o["iparam_ptr"][k]:o["iparam_ptr"][k + 1]],
+                     o["val_chunk"][k], o["val_off"][k]) for k in range(len(other))]
+        else:
+            rows = other._rows
+            self._bulky = self._bulky or other._bulky
+        out = self._rows
+        k_new = self._len
+        for k, r in enumerate(rows):
+            if k in duplicates:
+                continue
+            remap[k] = k_new
+            k_new += 1
+            chunk, base = where[r[8]]
+            out.append((r[0], r[1], r[2], [remap[a] for a in r[3]], r[4], r[5], r[6], r[7],
+                        chunk, base + r[9]))
+        self._len = k_new
+
+    def _append_columns(self, other, remap, chunk_shift):
+        """absorb() for a large tape: whole columns at once."""
         for name in _INT_COLUMNS:
             mine, theirs = getattr(self, name), getattr(other, name)
             if name in _POINTERS:
@@ -220,21 +341,6 @@ class Tape:
                 mine.extend(theirs)
                 continue
             mine.frombytes(col.astype(_INT_COLUMNS[name][1]).tobytes())
-        self.chunks.extend(other.chunks)
-        for k, tensor, version in other.leaves:
-            if k in duplicates:
-                continue
-            self.leaves.append((k + shift, tensor, version))
-            if id(tensor) not in self._leaf_node:
-                self._leaf_node[id(tensor)] = (k + shift, version)
-        for k, tensor in other.retained.items():
-            self.retained[k + shift] = tensor
-        self.guards.extend((k + shift, kind, value, how) for k, kind, value, how in other.guards)
-        other.forward_to, other.shift = self, shift
-        other.chunks, other.leaves, other.retained, other._leaf_node = [], [], {}, {}
-        other.guards = []
-        other._arrays = other._typed_chunks = other._small = None
-        return shift
 
     # ------------------------------------------------------------ reading
 
@@ -254,10 +360,22 @@ class Tape:
         return "\n".join(lines)
 
 
+def _column(name):
+    def read(self):
+        if self._rows or self._columns is None:
+            self._flush()
+        return self._columns[name]
+    return property(read, doc=f"The ``{name}`` column (queued nodes flushed first).")
+
+
+for _name in _INT_COLUMNS:
+    setattr(Tape, _name, _column(_name))
+
+
 def resolve(tape, node):
     """Follow merges: the tape and index where a recorded node lives now."""
     while tape.forward_to is not None:
-        node += tape.shift
+        node = tape.remap[node] if tape.remap is not None else node + tape.shift
         tape = tape.forward_to
     return tape, node
 

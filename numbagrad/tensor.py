@@ -413,7 +413,7 @@ def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False, diff
     them) keep a replay faithful.  ``alias`` makes the node share its first
     operand's storage (views).  This is the only place where ops meet the tape.
     """
-    if not grad_mode.is_grad_enabled():
+    if not grad_mode._state.enabled:
         return Tensor(value)
     grad = False
     taped = False
@@ -426,7 +426,7 @@ def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False, diff
     if not (grad or taped or (not differentiable and any(x._requires_grad for x in inputs))):
         return Tensor(value)
     tape = _tape_for(inputs, value.dtype if value.dtype.kind == "f" else _default[0])
-    nodes = [_node_on(tape, x) for x in inputs]
+    nodes = [x._node if x._tape is tape else _node_on(tape, x) for x in inputs]
     k = tape.record(opcode, NAME_ID[name], nodes, value, consts, iparams,
                     alias_of=nodes[0] if alias else None, flags=REQUIRES_GRAD if grad else 0)
     if anomaly._active[0]:  # ng.detect_anomaly() somewhere: check the value now

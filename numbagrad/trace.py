@@ -57,6 +57,7 @@ class GuardError(RuntimeError):
 # par_min for sweeps run inside our own prange loops: every kernel then takes its serial branch,
 # so no parallel region is ever launched from inside another one.
 SERIAL = 1 << 62
+SMALL_IO_MAX = 4096  # arguments with at most this many elements in all move in one NumPy call
 # jacobian and grad_batch spread their rows over threads from this many rows on
 PARALLEL_ROWS = 16
 
@@ -513,12 +514,29 @@ class Traced:
         self._zero_ranges = ranges
         # where each argument's gradient sits in the adjoint buffer: (adjoint offset) per node
         self._in_adj = [[int(adj_off[k]) for k in ns if adj_off[k] >= 0] for ns in in_nodes]
+        self._small_io = self._plan_small_io(replay, adj_off)
         self._local = threading.local()
         names = {}
         for i, ns in enumerate(self._in_nodes):
             for k in ns:
                 names[k] = self.arg_names[i]
         self.tape = TraceTape(replay, self.dtype, names)
+
+    def _plan_small_io(self, replay, adj_off):
+        """Index arrays that move all arguments into the value buffer, and all gradients out
+        of the adjoint buffer, with one NumPy call each: (value index, adjoint index, where
+        each argument's elements start), or None.  For functions of many small arguments
+        (W2's ten scalars) a loop over arguments costs more than the sweeps."""
+        sizes = [int(np.prod(s, dtype=np.int64)) for s in self.arg_shapes]
+        if not self._in_nodes or sum(sizes) > SMALL_IO_MAX \
+                or any(d != self.dtype for d in self.arg_dtypes) \
+                or any(len(ns) != 1 or adj_off[ns[0]] < 0 for ns in self._in_nodes):
+            return None
+        val = np.concatenate([replay.val_off[ns[0]] + np.arange(n)
+                              for ns, n in zip(self._in_nodes, sizes)]).astype(np.int64)
+        adj = np.concatenate([adj_off[ns[0]] + np.arange(n)
+                              for ns, n in zip(self._in_nodes, sizes)]).astype(np.int64)
+        return val, adj, np.cumsum([0] + sizes).tolist()
 
     # ------------------------------------------------------------ pickling
 
@@ -614,11 +632,14 @@ class Traced:
         not for sweeps that read every node (jacobian, jvp, hvp)."""
         buf, chunks, adj = self._buffers()
         fused = fused and not anomaly.is_anomaly_enabled()  # per-node values for the check
-        for arr, nodes in zip(arrs, self._in_nodes):
-            flat = arr.reshape(-1)
-            for k in nodes:
-                o = self._t.val_off[k]
-                buf[o:o + flat.size] = flat
+        if self._small_io is not None:
+            buf[self._small_io[0]] = np.concatenate([arr.reshape(-1) for arr in arrs])
+        else:
+            for arr, nodes in zip(arrs, self._in_nodes):
+                flat = arr.reshape(-1)
+                for k in nodes:
+                    o = self._t.val_off[k]
+                    buf[o:o + flat.size] = flat
         if fused:
             replay_forward(self._t, chunks, buf, self._plan, PAR_MIN, numba.get_num_threads())
         else:
@@ -654,17 +675,20 @@ class Traced:
                 adj[a:b] = 0
         else:
             adj[:] = 0
-        grads = [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
         o = self._adj_off[self._out_node]
-        if o < 0:
-            return grads  # the output does not depend on any argument
+        if o < 0:  # the output does not depend on any argument
+            return [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
         adj[o:o + self._out_size] = seed
         if fused:
-            replay_reverse(self._t, chunks, chunks[0], adj, self._adj_off, self._plan,
+            replay_reverse(self._t, chunks, self._local.buf, adj, self._adj_off, self._plan,
                            self._out_node, PAR_MIN, numba.get_num_threads())
         else:
             reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
         anomaly.check_reverse(self._t, adj, self._adj_off, self._out_node)
+        if self._small_io is not None:
+            flat, at = adj[self._small_io[1]], self._small_io[2]
+            return [flat[at[i]:at[i + 1]].reshape(s) for i, s in enumerate(self.arg_shapes)]
+        grads = [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
         for g, offs in zip(grads, self._in_adj):
             for a in offs:
                 g += adj[a:a + g.size].reshape(g.shape)

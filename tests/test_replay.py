@@ -199,3 +199,27 @@ def test_functional_forward_mode_and_curvature():
     assert value == 9.0 and hv.tolist() == [6.0, 0.0]
     H = ng.functional.hessian(lambda t: (t ** 3).sum(), ng.tensor(x))
     assert isinstance(H, ng.Tensor)
+
+
+@pytest.mark.parametrize("n", [3, 5000])  # below and above trace.SMALL_IO_MAX in all
+def test_many_small_arguments_move_in_and_out_together(rng, n):
+    def f(a, b, c, d):
+        return (a * ng.sin(b)).sum() + c * d[0, 1] + (d * d).sum() * c
+
+    args = [rng.standard_normal(n), rng.standard_normal(n), np.float64(0.5),
+            rng.standard_normal((2, 3))]
+    tr = ng.trace(f, *args)
+    assert (tr._small_io is not None) == (n == 3)
+    first = tr.grad(*args)
+    leaves = [ng.tensor(a, requires_grad=True) for a in args]
+    f(*leaves).backward()
+    for g, leaf in zip(first, leaves):
+        assert g.shape == leaf.shape and g.dtype == np.float64
+        np.testing.assert_allclose(g, leaf.grad.numpy(), rtol=1e-12)
+    kept = [g.copy() for g in first]
+    tr.grad(*[a * 2 for a in args])  # a second call returns new arrays
+    for g, k in zip(first, kept):
+        np.testing.assert_array_equal(g, k)
+    # an argument the output ignores has a zero gradient, without the one-call path
+    g = ng.trace(lambda a, b: (a * a).sum(), args[0], args[1]).grad(args[0], args[1])
+    np.testing.assert_array_equal(g[1], np.zeros(n))
