@@ -32,7 +32,7 @@ from numbagrad.fusion import replay_forward, replay_reverse  # noqa: E402
 from numbagrad.sweeps import PAR_MIN  # noqa: E402
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def in_numba(h, x, g, calls):
     s = 0.0
     for _ in range(calls):
@@ -40,7 +40,7 @@ def in_numba(h, x, g, calls):
     return s
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def pure_sweeps(t, chunks, buf, adj, adj_off, plan, zero, out_node, calls,
                 nthreads):
     o = adj_off[out_node]

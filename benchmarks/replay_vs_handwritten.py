@@ -16,7 +16,7 @@ from numba import njit, prange
 import numbagrad as ng
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def w1_by_hand(x, g):
     n = x.size
     s = 0.0

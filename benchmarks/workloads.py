@@ -189,7 +189,7 @@ def w1_by_hand(x, g):
     return (_w1_serial if x.size < SERIAL_BELOW else _w1_parallel)(x, g)
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _w1_serial(x, g):
     n = x.size
     s = 0.0
@@ -201,7 +201,7 @@ def _w1_serial(x, g):
     return s / n
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def _w1_parallel(x, g):
     n = x.size
     s = 0.0
@@ -213,7 +213,7 @@ def _w1_parallel(x, g):
     return s / n
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def w2_by_hand(x, ia, ib, sa, g):
     """W2 value; gradient into ``g``: the adjoint of the straight-line program, written by hand.
 
@@ -234,7 +234,7 @@ def w2_by_hand(x, ia, ib, sa, g):
     return acc
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _rosen_row(x, g):
     """Rosenbrock value; gradient into ``g``, serial."""
     n = x.size
@@ -257,7 +257,7 @@ def w3_by_hand(x, g):
     return (_rosen_row if x.size < SERIAL_BELOW else _w3_parallel)(x, g)
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def _w3_parallel(x, g):
     n = x.size
     s = 0.0
@@ -274,7 +274,7 @@ def _w3_parallel(x, g):
     return s
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def w6_by_hand(X, G):
     """Per-row W3 gradients into ``G``, rows in parallel."""
     for r in prange(X.shape[0]):

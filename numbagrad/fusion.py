@@ -24,7 +24,7 @@ from numba import njit, prange, literally
 
 from .kernels import arg, const
 from .ops import (
-    LEAF, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
+    LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, SUM, MEAN,
     unary_f, unary_d, binary_f, binary_da, binary_db,
@@ -53,8 +53,10 @@ def plan_segments(t, keep=()):
         operands = t.args[t.arg_ptr[i]:t.arg_ptr[i + 1]]
         if op == LEAF and cur >= 0:
             continue  # an input recorded mid-run does not end it
-        if NEG <= op <= MINIMUM and size > 0 and all(
-                sizes[a] == size or sizes[a] == 1 for a in operands):
+        if (NEG <= op <= MINIMUM and size > 0 and all(
+                sizes[a] == size or sizes[a] == 1 for a in operands)) \
+                or (op == GATHER and size > 1 and _is_view(t, i)
+                    and (cur < 0 or size != cur_n or seg_of[operands[0]] != cur)):
             if cur < 0 or size != cur_n:
                 starts.append(i)
                 stops.append(i + 1)
@@ -82,6 +84,14 @@ def plan_segments(t, keep=()):
         if sizes[start] == 1:  # scalar segments run from the buffers (scalar_forward)
             ext[start:stop][ext[start:stop] > 0] = 2
     return (np.array(starts, dtype=np.int64), np.array(stops, dtype=np.int64), ext)
+
+
+def _is_view(t, i):
+    """Whether GATHER node i reads a contiguous run of its operand (``x[a:b]``, ``x[2:]``):
+    inside a segment it is then read in place, block by block, and its adjoint added in
+    place (the tape keeps every index, so this costs a pass over them once per plan)."""
+    idx = t.iparams[t.iparam_ptr[i]:t.iparam_ptr[i + 1]]
+    return len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1 and bool(np.all(np.diff(idx) == 1))
 
 
 FusionPlan = namedtuple("FusionPlan", "seg_start seg_stop ext prog pc")
@@ -145,7 +155,7 @@ def plan_scalar(t, adj_off, trash, starts, stops):
 # Loops index slices with the loop counter: Numba then knows the index is not
 # negative and skips its wraparound check, which would cost 10x by blocking SIMD.
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _unary_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
     literally(op)
     y = ya[yo:yo + m]
@@ -159,7 +169,7 @@ def _unary_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
             y[k] = unary_f(op, x[k], c0, c1)
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _unary_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
     """Add g * dy/dx into the target block; a stride-0 target gets the block's sum returned."""
     literally(op)
@@ -181,7 +191,7 @@ def _unary_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
     return acc
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _binary_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
     literally(op)
     y = ya[yo:yo + m]
@@ -204,7 +214,7 @@ def _binary_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
             y[k] = v
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _binary_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go,
                 ta, to, ts, tb, tbo, tbs, m):
     """Partials into both targets (ts/tbs: 1 a block, 0 a summed value, -1 none)."""
@@ -235,7 +245,7 @@ def _binary_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go,
     return acc_a, acc_b
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def unary_block_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
     if op == NEG: _unary_fwd(NEG, xa, xo, xs, ya, yo, m, c0, c1)
     elif op == EXP: _unary_fwd(EXP, xa, xo, xs, ya, yo, m, c0, c1)
@@ -258,7 +268,7 @@ def unary_block_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
     elif op == CLAMP: _unary_fwd(CLAMP, xa, xo, xs, ya, yo, m, c0, c1)
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def unary_block_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
     if op == NEG: return _unary_vjp(NEG, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
     elif op == EXP: return _unary_vjp(EXP, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
@@ -282,7 +292,7 @@ def unary_block_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
     return 0.0
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def binary_block_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
     if op == ADD: _binary_fwd(ADD, aa, ao, as_, ba, bo, bs, ya, yo, m)
     elif op == SUB: _binary_fwd(SUB, aa, ao, as_, ba, bo, bs, ya, yo, m)
@@ -293,7 +303,7 @@ def binary_block_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
     elif op == MINIMUM: _binary_fwd(MINIMUM, aa, ao, as_, ba, bo, bs, ya, yo, m)
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def binary_block_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m):
     if op == ADD: return _binary_vjp(ADD, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
     elif op == SUB: return _binary_vjp(SUB, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
@@ -305,7 +315,7 @@ def binary_block_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb
     return 0.0, 0.0
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _block_sum(a, o, m):
     # four accumulators: a single one serialises on the add's latency
     x = a[o:o + m]
@@ -325,7 +335,7 @@ def _block_sum(a, o, m):
 # Scalar graphs (every node one element) run a row-per-op program (plan_scalar) whose
 # offsets are resolved at plan time: no per-op pointer chasing, no block loops.
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def scalar_forward(prog, pc, buf, start, stop):
     for i in range(start, stop):
         op = prog[i, P_OP]
@@ -343,7 +353,7 @@ def scalar_forward(prog, pc, buf, start, stop):
         buf[prog[i, P_Y]] = y
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def scalar_reverse(prog, pc, buf, adj, start, stop):
     for i in range(stop - 1, start - 1, -1):
         op = prog[i, P_OP]
@@ -366,7 +376,7 @@ def scalar_reverse(prog, pc, buf, adj, start, stop):
 
 # ---------------------------------------------------------------- one segment
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _scalar_value(t, buf, sv, ext, k, start, stop, lo):
     if start <= k < stop and ext[k] > 0:
         return sv[k - start]
@@ -375,7 +385,7 @@ def _scalar_value(t, buf, sv, ext, k, start, stop, lo):
     return buf[t.val_off[k] + lo]
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _value_src(t, buf, sv, ext, k, start, stop, lo, width):
     """Where node k's values for the block starting at element lo are: (array, offset, stride)."""
     if start <= k < stop and ext[k] > 0:
@@ -385,7 +395,7 @@ def _value_src(t, buf, sv, ext, k, start, stop, lo, width):
     return buf, t.val_off[k] + lo, 1
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _blocks_forward(t, buf, ext, start, stop, sv, blk0, blk1, n, width, store):
     """The segment's values for blocks blk0..blk1-1 (one call, so the tape is passed once)."""
     acc = 0.0
@@ -395,7 +405,7 @@ def _blocks_forward(t, buf, ext, start, stop, sv, blk0, blk1, n, width, store):
     return acc
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _block_forward(t, buf, ext, start, stop, sv, lo, m, width, store):
     """Compute the segment's values for elements lo..lo+m into scratch; returns a closing sum."""
     acc = 0.0
@@ -407,7 +417,10 @@ def _block_forward(t, buf, ext, start, stop, sv, lo, m, width, store):
         if op == SUM or op == MEAN:
             acc += _block_sum(sv, (arg(t, i, 0) - start) * width, m)
             continue
-        if m == 1:  # one element (scalar graphs): no block loop, no array passing
+        if op == GATHER:  # a contiguous view (plan_segments) of a value in the buffer
+            src = t.val_off[arg(t, i, 0)] + t.iparams[t.iparam_ptr[i]] + lo
+            sv[yo:yo + m] = buf[src:src + m]
+        elif m == 1:  # one element (scalar graphs): no block loop, no array passing
             x = _scalar_value(t, buf, sv, ext, arg(t, i, 0), start, stop, lo)
             if op < ADD:
                 sv[yo] = unary_f(op, x, const(t, i, 0), const(t, i, 1))
@@ -426,7 +439,7 @@ def _block_forward(t, buf, ext, start, stop, sv, lo, m, width, store):
     return acc
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, blk0, blk1, n, width, g_tail,
                     sums):
     for blk in range(blk0, blk1):
@@ -435,7 +448,7 @@ def _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, blk0, blk1, 
                        width, g_tail, sums)
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width, g_tail, sums):
     """Adjoints of the segment's block lo..lo+m; single-value targets add into ``sums``."""
     _block_forward(t, buf, ext, start, stop, sv, lo, m, width, False)
@@ -459,6 +472,14 @@ def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width,
         if adj_off[i] < 0 or op == LEAF:
             continue
         go = (i - start) * width
+        if op == GATHER:  # a view: its adjoint adds into its operand's, in place
+            ga = adj_off[arg(t, i, 0)]
+            if ga >= 0:
+                dst = ga + t.iparams[t.iparam_ptr[i]] + lo
+                tx, gi = adj[dst:dst + m], gv[go:go + m]
+                for k in range(m):
+                    tx[k] += gi[k]
+            continue
         na = 1 if op < ADD else 2
         # targets: scratch for segment nodes, the adjoint buffer for outside ones
         a = arg(t, i, 0)
@@ -481,7 +502,7 @@ def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width,
                 sums[2 * (i - start) + 1] += sb
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _grad_target(t, adj, adj_off, gv, ext, k, start, stop, lo, width):
     if adj_off[k] < 0:
         return gv, 0, -1
@@ -492,7 +513,7 @@ def _grad_target(t, adj, adj_off, gv, ext, k, start, stop, lo, width):
     return adj, adj_off[k] + lo, 1
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     tail = stop - 1
@@ -517,7 +538,7 @@ def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
         buf[t.val_off[tail]] = total / const(t, tail, 0) if t.opcodes[tail] == MEAN else total
 
 
-@njit(cache=True, parallel=True)
+@njit(error_model="numpy", cache=True, parallel=True)
 def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     if n == 1:
@@ -535,13 +556,29 @@ def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
         g_tail = adj[adj_off[tail]] if adj_off[tail] >= 0 else 0.0
         if t.opcodes[tail] == MEAN:
             g_tail = g_tail / const(t, tail, 0)
+    # Views at different offsets of one operand (x[1:] and x[:-1]) add into overlapping parts
+    # of its adjoint: a chunk of blocks reaches up to ``spread`` elements into the next
+    # chunk's part.  Even chunks then run before odd ones; a spread beyond a chunk runs serial.
+    lo_view, hi_view = n, -1
+    for i in range(start, stop):
+        if t.opcodes[i] == GATHER:
+            o = t.iparams[t.iparam_ptr[i]]
+            lo_view, hi_view = min(lo_view, o), max(hi_view, o)
+    phases = 1
+    if hi_view > lo_view:
+        phases = 2
+        if hi_view - lo_view > (nblocks // max(nchunks, 1)) * width:
+            nchunks = 1
     sums = np.zeros((nchunks, 2 * nops))
     if nchunks > 1:
-        for c in prange(nchunks):
-            sv = np.empty(nops * width, dtype=buf.dtype)
-            gv = np.empty(nops * width, dtype=buf.dtype)
-            _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, c * nblocks // nchunks,
-                            (c + 1) * nblocks // nchunks, n, width, g_tail, sums[c])
+        for phase in range(phases):
+            for c in prange(nchunks):
+                if c % phases == phase:
+                    sv = np.empty(nops * width, dtype=buf.dtype)
+                    gv = np.empty(nops * width, dtype=buf.dtype)
+                    _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv,
+                                    c * nblocks // nchunks, (c + 1) * nblocks // nchunks, n,
+                                    width, g_tail, sums[c])
     else:
         sv = np.empty(nops * width, dtype=buf.dtype)
         gv = np.empty(nops * width, dtype=buf.dtype)
@@ -560,7 +597,7 @@ def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
 
 # ---------------------------------------------------------------- whole replays
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def replay_forward(t, chunks, buf, plan, par_min, nthreads):
     """Recompute every node from the leaves: segments fused, other ops by ``forward_sweep``."""
     n = len(t.opcodes)
@@ -575,7 +612,7 @@ def replay_forward(t, chunks, buf, plan, par_min, nthreads):
             i = seg_stop[s]
 
 
-@njit(cache=True)
+@njit(error_model="numpy", cache=True)
 def replay_reverse(t, chunks, buf, adj, adj_off, plan, top, par_min, nthreads):
     """Adjoints from ``top`` down (seeds already in ``adj``): segments fused, others by op.
     ``adj_off`` must be the one ``plan`` was made with."""

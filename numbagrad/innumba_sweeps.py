@@ -43,7 +43,7 @@ GUARD_FAILED = 1
 
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _fused_forward(h):
     t, buf, sv = h.t, h.buf, h.sv
     nseg = len(h.seg_start)
@@ -70,7 +70,7 @@ def _fused_forward(h):
             buf[t.val_off[tail]] = acc
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _segment_reverse(h, start, stop):
     t, buf, adj, adj_off = h.t, h.buf, h.adj, h.adj_off
     n = t.sizes[start]
@@ -98,7 +98,7 @@ def _segment_reverse(h, start, stop):
                 adj[adj_off[arg(t, i, r)]] += s
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _fused_reverse(h, top):
     hi = top
     for s in range(len(h.seg_start) - 1, -1, -1):
@@ -112,7 +112,7 @@ def _fused_reverse(h, top):
         reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, hi, SERIAL, 0)
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _load(h, x, fused):
     """Write x into the input leaves' slots and sweep forward.  False when a guard differs."""
     buf = h.buf
@@ -142,7 +142,7 @@ def _load(h, x, fused):
     return True
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _gather(h, src, out):
     """out = the input leaves' slots of ``src`` (adjoints, or their tangents: both are laid out
     by adj_off), summed per column (an argument recorded as several leaves gets all of them)."""
@@ -154,7 +154,7 @@ def _gather(h, src, out):
                 out[c + j] += src[a + j]
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _seed_tangents(h, t):
     tan = h.tan
     for q in range(len(h.inputs)):
@@ -166,7 +166,7 @@ def _seed_tangents(h, t):
     tangent_sweep(h.t, h.chunks, tan, h.tan_off, 0, h.out_node + 1, SERIAL)
 
 
-@njit(inline="always")
+@njit(error_model="numpy", inline="always")
 def _run(h, mode, x, a, out):
     """One derivative at x; ``a`` is v (VJP, HVP) or t (JVP).  Returns 0, or GUARD_FAILED."""
     fused = mode <= VJP   # tangents read every node's value: no fusion for JVP and HVP

@@ -28,11 +28,11 @@ import numpy as np
 from numba import njit, prange, literally
 
 from .ops import (SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, unary_dd, binary_f,
-                  binary_da, binary_db, binary_dd)
+                  binary_da, binary_db, binary_dd, _exp)
 
-jit = njit(cache=True)
-pjit = njit(cache=True, parallel=True)
-inline = njit(inline="always", cache=True)
+jit = njit(error_model="numpy", cache=True)
+pjit = njit(error_model="numpy", cache=True, parallel=True)
+inline = njit(error_model="numpy", inline="always", cache=True)
 
 
 # ---------------------------------------------------------------- tape access
@@ -498,13 +498,13 @@ def _reduce_row(op, xv, xo, yv, yo, o, l, n, inner, scale):
             mx = 0.0  # as torch: no shift when the max is infinite
         s = 0.0
         for k in range(n):
-            s += np.exp(xv[base + k * inner] - mx)
+            s += _exp(xv[base + k * inner] - mx)
         lse = mx + np.log(s)
         if op == LOGSUMEXP:
             yv[yo + o * inner + l] = lse
         elif op == SOFTMAX:
             for k in range(n):
-                yv[yo + o * n * inner + l + k * inner] = np.exp(xv[base + k * inner] - lse)
+                yv[yo + o * n * inner + l + k * inner] = _exp(xv[base + k * inner] - lse)
         else:
             for k in range(n):
                 yv[yo + o * n * inner + l + k * inner] = xv[base + k * inner] - lse
@@ -578,7 +578,7 @@ def _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, o, l, n, inner, scale, spli
         y = yv[yo + r]
         g = adj[go + r]
         for k in range(n):
-            adj[gb + k * inner] += g * np.exp(xv[xb + k * inner] - y)
+            adj[gb + k * inner] += g * _exp(xv[xb + k * inner] - y)
     elif op == SOFTMAX:  # gx = y * (g - sum(g * y))
         yb = yo + o * n * inner + l
         ob = go + o * n * inner + l
@@ -594,7 +594,7 @@ def _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, o, l, n, inner, scale, spli
         for k in range(n):
             s += adj[ob + k * inner]
         for k in range(n):
-            adj[gb + k * inner] += adj[ob + k * inner] - np.exp(yv[yb + k * inner]) * s
+            adj[gb + k * inner] += adj[ob + k * inner] - _exp(yv[yb + k * inner]) * s
 
 
 @pjit
@@ -657,7 +657,7 @@ def _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, o, l, n, inner, scale, spli
         y = yv[yo + r]
         s = 0.0
         for k in range(n):
-            s += np.exp(xv[xb + k * inner] - y) * tan[tb + k * inner]
+            s += _exp(xv[xb + k * inner] - y) * tan[tb + k * inner]
         tan[ty + r] = s
     elif op == SOFTMAX:  # dy = y * (dx - sum(y * dx))
         yb = yo + o * n * inner + l
@@ -672,7 +672,7 @@ def _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, o, l, n, inner, scale, spli
         ob = ty + o * n * inner + l
         s = 0.0
         for k in range(n):
-            s += np.exp(yv[yb + k * inner]) * tan[tb + k * inner]
+            s += _exp(yv[yb + k * inner]) * tan[tb + k * inner]
         for k in range(n):
             tan[ob + k * inner] = tan[tb + k * inner] - s
 
@@ -722,9 +722,9 @@ def _reduce_row_curvature(op, xv, xo, yv, yo, tan, tx, adj, adjdot, gx, go, o, l
         g = adj[go + r]
         s = 0.0
         for k in range(n):
-            s += np.exp(xv[xb + k * inner] - y) * tan[tb + k * inner]
+            s += _exp(xv[xb + k * inner] - y) * tan[tb + k * inner]
         for k in range(n):
-            adjdot[gb + k * inner] += g * np.exp(xv[xb + k * inner] - y) * (tan[tb + k * inner] - s)
+            adjdot[gb + k * inner] += g * _exp(xv[xb + k * inner] - y) * (tan[tb + k * inner] - s)
     elif op == SOFTMAX:  # gx = y * (g - sum(g * y)): d gx = dy * (g - sum(g * y)) - y * sum(g * dy)
         yb = yo + o * n * inner + l
         ob = go + o * n * inner + l
@@ -746,10 +746,10 @@ def _reduce_row_curvature(op, xv, xo, yv, yo, tan, tx, adj, adjdot, gx, go, o, l
         st = 0.0
         sg = 0.0
         for k in range(n):
-            st += np.exp(yv[yb + k * inner]) * tan[tb + k * inner]
+            st += _exp(yv[yb + k * inner]) * tan[tb + k * inner]
             sg += adj[ob + k * inner]
         for k in range(n):
-            adjdot[gb + k * inner] -= np.exp(yv[yb + k * inner]) * (tan[tb + k * inner] - st) * sg
+            adjdot[gb + k * inner] -= _exp(yv[yb + k * inner]) * (tan[tb + k * inner] - st) * sg
 
 
 # ---------------------------------------------------------------- reshape, gather, cat

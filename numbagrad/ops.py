@@ -11,10 +11,14 @@ by opcode, name and saved values.
 Unary rules take the op's two constants ``c0, c1`` (unused ones are 0).
 Binary rules take the operands ``a, b`` and the output ``y``.
 """
-import numpy as np
-from numba import njit
+import math
 
-inline = njit(inline="always", cache=True)
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+inline = njit(error_model="numpy", inline="always", cache=True)
 
 # ---------------------------------------------------------------- opcodes
 LEAF = 0  # an input: a user tensor (AccumulateGrad when it requires grad) or a constant
@@ -50,12 +54,12 @@ REDUCTIONS = range(SUM, LOG_SOFTMAX + 1)
 def unary_f(op, x, c0, c1):
     """y = f(x)."""
     if op == NEG: return -x
-    if op == EXP: return np.exp(x)
+    if op == EXP: return _exp(x)
     if op == LOG: return np.log(x)
     if op == SIN: return np.sin(x)
     if op == COS: return np.cos(x)
     if op == TAN: return np.tan(x)
-    if op == TANH: return np.tanh(x)
+    if op == TANH: return _tanh(x)
     if op == SIGMOID: return _sigmoid(x)
     if op == RELU: return x if x > 0 else 0.0 * x
     if op == SQRT: return np.sqrt(x)
@@ -124,11 +128,74 @@ def _powc(x, c):
 
 @inline
 def _sigmoid(x):
-    # the branch keeps exp from overflowing for large |x|
-    if x >= 0:
-        return 1.0 / (1.0 + np.exp(-x))
-    e = np.exp(x)
-    return e / (1.0 + e)
+    # exp(-|x|) never overflows; a select, not a branch, so that loops vectorise
+    e = _exp(-abs(x))
+    return (1.0 if x >= 0 else e) / (1.0 + e)
+
+
+# exp and tanh that loops vectorise.  Numba calls libm's exp and tanh one element at a time
+# (tanh 15 ns per element here, against 0.4-1.8 for NumPy's SIMD versions), and LLVM has no
+# vector library without SVML.  These are plain arithmetic: exp is 2^k * exp(r) with
+# |r| <= ln2/2 (Cody-Waite reduction, degree-13 Taylor polynomial), within 1 ulp of libm;
+# tanh(x) = -m / (2 + m) with m = expm1(-2|x|), from a Taylor polynomial below |x| = 0.55
+# (no cancellation near 0) and from exp above, within 5 ulp.  Both compute in float64.
+
+@intrinsic
+def _bits_as_float(typingctx, bits):
+    """The float64 whose IEEE 754 bit pattern is the int64 ``bits``."""
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+_EXP_C = tuple(1.0 / math.factorial(n) for n in range(14))
+_EXPM1_C = tuple(1.0 / math.factorial(n) for n in range(1, 22))
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
+_INV_LN2 = 1.44269504088896338700e+00
+
+
+@inline
+def _exp(x):
+    xs = min(max(x, -746.0), 710.0) if x == x else 0.0  # beyond: 0 and inf anyway
+    k = np.floor(xs * _INV_LN2 + 0.5)
+    r = (xs - k * _LN2_HI) - k * _LN2_LO
+    c = _EXP_C
+    p = c[13]
+    p = p * r + c[12]; p = p * r + c[11]; p = p * r + c[10]; p = p * r + c[9]  # noqa: E702
+    p = p * r + c[8]; p = p * r + c[7]; p = p * r + c[6]; p = p * r + c[5]  # noqa: E702
+    p = p * r + c[4]; p = p * r + c[3]; p = p * r + c[2]; p = p * r + c[1]  # noqa: E702
+    p = p * r + 1.0
+    # 2^k as two factors, so that results near the subnormal range and overflow come out right
+    kk = np.int64(k)
+    k1 = kk >> 1
+    y = p * _bits_as_float((k1 + 1023) << 52) * _bits_as_float((kk - k1 + 1023) << 52)
+    return y if x == x else x
+
+
+@inline
+def _expm1_small(y):
+    c = _EXPM1_C  # 1/n! from n = 1: y + y^2/2 + ... + y^21/21!, for |y| <= 1.1
+    p = c[20]
+    p = p * y + c[19]; p = p * y + c[18]; p = p * y + c[17]; p = p * y + c[16]  # noqa: E702
+    p = p * y + c[15]; p = p * y + c[14]; p = p * y + c[13]; p = p * y + c[12]  # noqa: E702
+    p = p * y + c[11]; p = p * y + c[10]; p = p * y + c[9]; p = p * y + c[8]  # noqa: E702
+    p = p * y + c[7]; p = p * y + c[6]; p = p * y + c[5]; p = p * y + c[4]  # noqa: E702
+    p = p * y + c[3]; p = p * y + c[2]; p = p * y + c[1]; p = p * y + c[0]  # noqa: E702
+    return p * y
+
+
+@inline
+def _tanh(x):
+    a = abs(x)
+    y = -2.0 * a
+    small = _expm1_small(y)
+    large = _exp(y) - 1.0
+    m = small if a < 0.55 else large
+    r = -m / (2.0 + m)
+    return np.copysign(r, x) if x == x else x
 
 
 # ---------------------------------------------------------------- binary rules

@@ -64,7 +64,7 @@ PARALLEL_ROWS = 16
 
 # ---------------------------------------------------------------- Numba drivers
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def _jacobian_rows(t, chunks, adj_off, total, out_node, src, dst, jac, nblocks):
     """Row r of ``jac`` is the gradient of output element r: one reverse sweep per row.
 
@@ -85,7 +85,7 @@ def _jacobian_rows(t, chunks, adj_off, total, out_node, src, dst, jac, nblocks):
                 jac[r, dst[j]] += adj[src[j]]
 
 
-@njit(parallel=True, cache=True)
+@njit(error_model="numpy", parallel=True, cache=True)
 def _batch_rows(t, init, X, in_off, adj_off, total, out_node, src, dst, vals, grads, nblocks):
     """Value and gradient of a scalar output at each row of ``X``, one forward and one reverse
     sweep per row, rows spread over threads.

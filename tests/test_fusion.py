@@ -66,6 +66,16 @@ CASES = {
                                  + ng.sigmoid(a - b) * 2 ** b).sum(), [(600,), (600,)]),
     "rosenbrock": (rosenbrock, [(1000,)]),
     "scalar_graph": (scalar_chain, [()] * 5),
+    # contiguous slices are read and accumulated in place (fusion._is_view); par_min = 256
+    # splits these into chunks whose views overlap their neighbours' (spread 1 and 1,000)
+    "views_spread": (lambda x: (x[1:2001] * x[:2000] + ng.sin(x[1000:3000]) * x[2:2002]).sum(),
+                     [(3000,)]),
+    "view_used_outside": (lambda x: (x[1:] * 2).sum() + (x[1:] ** 2).max() + x[:-1].mean(),
+                          [(1500,)]),
+    "views_of_a_fused_node": (lambda x: ((lambda h: ((h[1:] - h[:-1]) ** 2).sum())(
+        ng.tanh(x) * 3)), [(1200,)]),
+    "row_views_2d": (lambda X: ((X[1:] - X[:-1]) ** 2 * X[1:, :] + X[:, 1:].sum()).sum(),
+                     [(30, 40)]),
 }
 
 
@@ -83,6 +93,18 @@ def test_segments_cover_elementwise_runs_and_closing_reductions():
     assert starts.tolist() == [1] and stops.tolist() == [5]
     starts, stops = fused_value_and_grads(scalar_chain, [np.ones(())] * 5, 1 << 62)
     assert len(starts) == 1  # a scalar graph is one segment, inputs recorded mid-run included
+
+
+def test_contiguous_slices_fuse_into_the_segment_around_them():
+    starts, stops = fused_value_and_grads(rosenbrock, [np.ones(50)], 1 << 62)
+    # x[1:], x[:-1] (twice) and every elementwise op after them: one segment to the sum
+    assert starts.tolist() == [1] and stops.tolist() == [12]
+    x = np.arange(12.0).reshape(3, 4)
+    t = ng.tensor(x, requires_grad=True)
+    y = t[:, 1:] * 2  # not contiguous: a gather of its own, then a segment
+    tape = y._tape.arrays()
+    assert not fusion._is_view(tape, 1) and fusion._is_view(
+        (t[1:] * 2)._tape.arrays(), 1)
 
 
 def test_dead_closing_sum_keeps_the_gradient_of_shared_nodes():

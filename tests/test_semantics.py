@@ -350,3 +350,20 @@ def test_python_reads_of_recorded_values_are_noted_as_guards():
         pass
     kinds = [(how, kind) for _, kind, _, how in s._tape.guards]
     assert ("item()", 0) in kinds and ("bool()", 1) in kinds
+
+
+def test_division_by_zero_gives_inf_and_nan_in_every_sweep():
+    # PyTorch computes x / 0 as inf (0 / 0 as nan) without raising; so do the eager path and the
+    # Numba sweeps (error_model="numpy": no ZeroDivisionError, and loops with divisions vectorise)
+    x = np.array([0.0, 1.0, -2.0])
+    t = ng.tensor(x, requires_grad=True)
+    (1 / t).sum().backward()
+    eager = t.grad.numpy()
+    assert eager[0] == -np.inf and eager[1] == -1.0
+    tr = ng.trace(lambda x: (1 / x).sum(), x)
+    assert tr(x) == np.inf
+    np.testing.assert_array_equal(tr.grad(x), eager)
+    f = lambda x: (x / x[:1]).sum()  # noqa: E731  (0 / 0 on the way)
+    t = ng.tensor(x, requires_grad=True)
+    f(t).backward()
+    np.testing.assert_array_equal(ng.trace(f, x).grad(x), t.grad.numpy())  # [nan, inf, inf]
