@@ -117,6 +117,21 @@ def _batch_rows(t, init, X, in_off, adj_off, total, out_node, src, dst, vals, gr
                     grads[r, dst[j]] += adj[src[j]]
 
 
+@njit(error_model="numpy", cache=True)
+def _replay_value_and_grad(t, chunks, buf, adj, adj_off, plan, zero, out_node, par_min, nthreads):
+    """Traced.value_and_grad's sweeps in one compiled call: each call from Python unboxes the
+    tape's and the plan's arrays (about 10 us), which small graphs notice.  The fused sweeps
+    never read a segment-internal node's adjoint slot, so only ``zero``'s ranges are cleared;
+    the output is a single value (seed 1)."""
+    replay_forward(t, chunks, buf, plan, par_min, nthreads)
+    for r in range(zero.shape[0]):
+        adj[zero[r, 0]:zero[r, 1]] = 0.0
+    o = adj_off[out_node]
+    if o >= 0:
+        adj[o] = 1.0
+        replay_reverse(t, chunks, buf, adj, adj_off, plan, out_node, par_min, nthreads)
+
+
 _FORMAT = 1
 
 
@@ -512,6 +527,7 @@ class Traced:
             else:
                 ranges.append([a, b])
         self._zero_ranges = ranges
+        self._zero_arr = np.array(ranges, dtype=np.int64).reshape(-1, 2)
         # where each argument's gradient sits in the adjoint buffer: (adjoint offset) per node
         self._in_adj = [[int(adj_off[k]) for k in ns if adj_off[k] >= 0] for ns in in_nodes]
         self._small_io = self._plan_small_io(replay, adj_off)
@@ -632,14 +648,7 @@ class Traced:
         not for sweeps that read every node (jacobian, jvp, hvp)."""
         buf, chunks, adj = self._buffers()
         fused = fused and not anomaly.is_anomaly_enabled()  # per-node values for the check
-        if self._small_io is not None:
-            buf[self._small_io[0]] = np.concatenate([arr.reshape(-1) for arr in arrs])
-        else:
-            for arr, nodes in zip(arrs, self._in_nodes):
-                flat = arr.reshape(-1)
-                for k in nodes:
-                    o = self._t.val_off[k]
-                    buf[o:o + flat.size] = flat
+        self._load(arrs, buf)
         if fused:
             replay_forward(self._t, chunks, buf, self._plan, PAR_MIN, numba.get_num_threads())
         else:
@@ -647,6 +656,17 @@ class Traced:
         anomaly.check_forward(self._t, buf)  # only inside ng.detect_anomaly()
         self._check_guards(buf)
         return buf, chunks, adj
+
+    def _load(self, arrs, buf):
+        """Write the arguments into their leaf slots."""
+        if self._small_io is not None:
+            buf[self._small_io[0]] = np.concatenate([arr.reshape(-1) for arr in arrs])
+            return
+        for arr, nodes in zip(arrs, self._in_nodes):
+            flat = arr.reshape(-1)
+            for k in nodes:
+                o = self._t.val_off[k]
+                buf[o:o + flat.size] = flat
 
     def _check_guards(self, buf):
         for i, (k, kind, recorded, how) in enumerate(self._guards):
@@ -685,6 +705,12 @@ class Traced:
         else:
             reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
         anomaly.check_reverse(self._t, adj, self._adj_off, self._out_node)
+        return self._collect(adj)
+
+    def _collect(self, adj):
+        """The gradients, one array per argument, from a swept adjoint buffer."""
+        if self._adj_off[self._out_node] < 0:  # the output does not depend on any argument
+            return [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
         if self._small_io is not None:
             flat, at = adj[self._small_io[1]], self._small_io[2]
             return [flat[at[i]:at[i + 1]].reshape(s) for i, s in enumerate(self.arg_shapes)]
@@ -713,11 +739,22 @@ class Traced:
         if self._out_size != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs; use vjp "
                                "or jacobian")
-        buf, chunks, adj = self._forward(self._check(args), fused=True)
+        arrs = self._check(args)
+        if anomaly.is_anomaly_enabled():  # the unfused sweeps, with per-node checks
+            buf, chunks, adj = self._forward(arrs, fused=True)
+            grads = self._reverse(chunks, adj, 1.0, fused=True)
+        else:
+            buf, chunks, adj = self._buffers()
+            self._load(arrs, buf)
+            _replay_value_and_grad(self._t, chunks, buf, adj, self._adj_off, self._plan,
+                                   self._zero_arr, self._out_node, PAR_MIN,
+                                   numba.get_num_threads())
+            self._check_guards(buf)
+            grads = self._collect(adj)
         value = self._value(buf)
         if not isinstance(value, float):
             value = value.reshape(()).item() if value.size == 1 else value
-        return value, self._pack(self._reverse(chunks, adj, 1.0, fused=True))
+        return value, self._pack(grads)
 
     def grad(self, *args):
         """The gradient of a scalar ``f`` at ``args``: an ndarray per argument (a tuple for
