@@ -235,9 +235,9 @@ class Tape:
     def arrays(self):
         """The tape as a TapeArrays of NumPy arrays, the form every sweep takes."""
         if self._arrays is None or len(self._arrays.opcodes) != len(self):
+            cols = self._flush()
             self._arrays = TapeArrays(**{
-                name: np.frombuffer(getattr(self, name), dtype=dt).copy()
-                if len(getattr(self, name)) else np.zeros(0, dtype=dt)
+                name: np.array(cols[name], dtype=dt) if len(cols[name]) else np.zeros(0, dtype=dt)
                 for name, (_, dt) in _INT_COLUMNS.items()})
         return self._arrays
 
