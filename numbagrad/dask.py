@@ -74,8 +74,7 @@ def _numba_threads(n):
 
 
 def _value_and_grad_block(block, traced, numba_threads):
-    # chunks can arrive read-only; Numba would compile the batch sweep again for that type
-    block = np.array(block, dtype=traced.arg_dtypes[0], order="C")
+    block = np.asarray(block, dtype=traced.arg_dtypes[0])  # read-only chunks: grad_batch copies
     n = block.shape[0]
     out = np.empty((n, block.shape[1] + 1), dtype=traced.arg_dtypes[0])
     if n:

@@ -966,6 +966,8 @@ class Traced:
         B = X.shape[0]
         w = int(np.prod(shape, dtype=np.int64))
         X2 = np.ascontiguousarray(X.reshape(B, w), dtype=self.dtype)
+        if not X2.flags.writeable:  # a read-only array is another Numba type: one more compile
+            X2 = X2.copy()
         vals = np.zeros(B, dtype=self.dtype)
         grads = np.zeros((B, w), dtype=self.dtype)
         if 0 < B < PARALLEL_ROWS:

@@ -223,3 +223,17 @@ def test_many_small_arguments_move_in_and_out_together(rng, n):
     # an argument the output ignores has a zero gradient, without the one-call path
     g = ng.trace(lambda a, b: (a * a).sum(), args[0], args[1]).grad(args[0], args[1])
     np.testing.assert_array_equal(g[1], np.zeros(n))
+
+
+def test_grad_batch_of_a_read_only_array_reuses_the_compiled_sweep(rng):
+    # dask chunks and np.broadcast_to views arrive read-only, which Numba types apart
+    import importlib
+    T = importlib.import_module("numbagrad.trace")  # ng.trace the function shadows the module
+    f = ng.trace(lambda x: (x * ng.sin(x)).sum(), np.ones(3))
+    X = rng.standard_normal((40, 3))
+    G = f.grad_batch(X)
+    before = len(T._batch_rows.signatures)
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(f.grad_batch(frozen), G)
+    assert len(T._batch_rows.signatures) == before
