@@ -48,7 +48,7 @@ class InNumbaGrad:
     def _sweeps(self, calls):
         f = self.f
         buf, chunks, adj = f._buffers()
-        zero = np.array(f._zero_ranges, dtype=np.int64).reshape(-1, 2)
+        zero = f._zero_ranges
         pure_sweeps(f._t, chunks, buf, adj, f._adj_off, f._plan, zero, f._out_node, calls,
                     numba.get_num_threads())
 

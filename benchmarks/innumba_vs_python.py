@@ -8,7 +8,8 @@ For each workload, one process, interleaved rounds, medians:
 - *in Numba*: an ``@njit`` loop calling ``h.grad_into(x, g)``, time per call;
 - *from Python*: ``f.grad(x)`` in a Python loop, time per call;
 - *pure sweeps*: an ``@njit`` loop running only what a replayed gradient sweeps
-  (``fusion.replay_forward``, zeroing the adjoints it reads, seeding, ``fusion.replay_reverse``)
+  (``trace._replay_value_and_grad``: replay_forward, zeroing the adjoints it reads, seeding,
+  replay_reverse)
   on the ``Traced``'s own buffers: no argument checks, no input copy, no read-out, no Python.
 
 The goal (issue 7): in Numba within 1.2x of the pure sweeps, i.e. no dispatch overhead left.
@@ -28,7 +29,7 @@ from numba import njit  # noqa: E402
 
 import numbagrad as ng  # noqa: E402
 from benchmarks import workloads as W  # noqa: E402
-from numbagrad.fusion import replay_forward, replay_reverse  # noqa: E402
+from numbagrad.trace import _replay_value_and_grad  # noqa: E402
 from numbagrad.sweeps import PAR_MIN  # noqa: E402
 
 
@@ -43,13 +44,9 @@ def in_numba(h, x, g, calls):
 @njit(error_model="numpy", cache=True)
 def pure_sweeps(t, chunks, buf, adj, adj_off, plan, zero, out_node, calls,
                 nthreads):
-    o = adj_off[out_node]
-    for _ in range(calls):
-        replay_forward(t, chunks, buf, plan, PAR_MIN, nthreads)
-        for r in range(len(zero)):
-            adj[zero[r, 0]:zero[r, 1]] = 0.0
-        adj[o] = 1.0
-        replay_reverse(t, chunks, buf, adj, adj_off, plan, out_node, PAR_MIN, nthreads)
+    for _ in range(calls):  # what Traced.value_and_grad runs, without its Python around it
+        _replay_value_and_grad(t, chunks, buf, adj, adj_off, plan, zero, out_node, PAR_MIN,
+                               nthreads)
 
 
 def per_call(fn, calls, rounds=7):
@@ -71,7 +68,7 @@ def measure(name, f, args, calls):
         for k in nodes:
             o = f._t.val_off[k]
             buf[o:o + np.size(a)] = np.ravel(a)
-    zero = np.array(f._zero_ranges, dtype=np.int64).reshape(-1, 2)
+    zero = f._zero_ranges
     nthreads = numba.get_num_threads()
 
     def run_numba(k):

@@ -50,10 +50,9 @@ def _quietly(fn, *args):
 
 
 def _is_number(x):
-    t = type(x)
-    if t is float or t is int:
+    if type(x) is float or type(x) is int:  # the common case, without the ABC check
         return True
-    return t is not Tensor and isinstance(x, numbers.Number) and not isinstance(x, Tensor)
+    return isinstance(x, numbers.Number) and not isinstance(x, Tensor)
 
 
 def _recorded(x):

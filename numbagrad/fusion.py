@@ -24,7 +24,7 @@ from numba import njit, prange, literally
 
 from .kernels import arg, const
 from .ops import (
-    LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
+    IEEE, LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, SUM, MEAN,
     unary_f, unary_d, binary_f, binary_da, binary_db,
@@ -155,7 +155,7 @@ def plan_scalar(t, adj_off, trash, starts, stops):
 # Loops index slices with the loop counter: Numba then knows the index is not
 # negative and skips its wraparound check, which would cost 10x by blocking SIMD.
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _unary_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
     literally(op)
     y = ya[yo:yo + m]
@@ -169,7 +169,7 @@ def _unary_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
             y[k] = unary_f(op, x[k], c0, c1)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _unary_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
     """Add g * dy/dx into the target block; a stride-0 target gets the block's sum returned."""
     literally(op)
@@ -191,7 +191,7 @@ def _unary_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
     return acc
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _binary_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
     literally(op)
     y = ya[yo:yo + m]
@@ -214,7 +214,7 @@ def _binary_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
             y[k] = v
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _binary_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go,
                 ta, to, ts, tb, tbo, tbs, m):
     """Partials into both targets (ts/tbs: 1 a block, 0 a summed value, -1 none)."""
@@ -245,7 +245,7 @@ def _binary_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go,
     return acc_a, acc_b
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def unary_block_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
     if op == NEG: _unary_fwd(NEG, xa, xo, xs, ya, yo, m, c0, c1)
     elif op == EXP: _unary_fwd(EXP, xa, xo, xs, ya, yo, m, c0, c1)
@@ -268,7 +268,7 @@ def unary_block_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
     elif op == CLAMP: _unary_fwd(CLAMP, xa, xo, xs, ya, yo, m, c0, c1)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def unary_block_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
     if op == NEG: return _unary_vjp(NEG, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
     elif op == EXP: return _unary_vjp(EXP, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
@@ -292,7 +292,7 @@ def unary_block_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
     return 0.0
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def binary_block_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
     if op == ADD: _binary_fwd(ADD, aa, ao, as_, ba, bo, bs, ya, yo, m)
     elif op == SUB: _binary_fwd(SUB, aa, ao, as_, ba, bo, bs, ya, yo, m)
@@ -303,7 +303,7 @@ def binary_block_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
     elif op == MINIMUM: _binary_fwd(MINIMUM, aa, ao, as_, ba, bo, bs, ya, yo, m)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def binary_block_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m):
     if op == ADD: return _binary_vjp(ADD, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
     elif op == SUB: return _binary_vjp(SUB, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
@@ -315,7 +315,7 @@ def binary_block_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb
     return 0.0, 0.0
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _block_sum(a, o, m):
     # four accumulators: a single one serialises on the add's latency
     x = a[o:o + m]
@@ -335,7 +335,7 @@ def _block_sum(a, o, m):
 # Scalar graphs (every node one element) run a row-per-op program (plan_scalar) whose
 # offsets are resolved at plan time: no per-op pointer chasing, no block loops.
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def scalar_forward(prog, pc, buf, start, stop):
     for i in range(start, stop):
         op = prog[i, P_OP]
@@ -353,7 +353,7 @@ def scalar_forward(prog, pc, buf, start, stop):
         buf[prog[i, P_Y]] = y
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def scalar_reverse(prog, pc, buf, adj, start, stop):
     for i in range(stop - 1, start - 1, -1):
         op = prog[i, P_OP]
@@ -376,16 +376,48 @@ def scalar_reverse(prog, pc, buf, adj, start, stop):
 
 # ---------------------------------------------------------------- one segment
 
-@njit(error_model="numpy", inline="always")
-def _scalar_value(t, buf, sv, ext, k, start, stop, lo):
-    if start <= k < stop and ext[k] > 0:
-        return sv[k - start]
-    if t.sizes[k] == 1:
-        return buf[t.val_off[k]]
-    return buf[t.val_off[k] + lo]
+@njit(**IEEE, inline="always")
+def _view_offset(t, i):
+    """Where a view (a GATHER node inside a segment, ``_is_view``) starts in its operand."""
+    return t.iparams[t.iparam_ptr[i]]
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
+def closing_seed(t, adj, adj_off, stop):
+    """The adjoint a segment's closing SUM/MEAN feeds each element of its operand: 0 without
+    one, or when it is dead (the segment's nodes used elsewhere still need their adjoints)."""
+    tail = stop - 1
+    op = t.opcodes[tail]
+    if op != SUM and op != MEAN:
+        return 0.0
+    g = adj[adj_off[tail]] if adj_off[tail] >= 0 else 0.0
+    return g / const(t, tail, 0) if op == MEAN else g
+
+
+@njit(**IEEE, inline="always")
+def store_closing(t, buf, stop, total):
+    """Store a closing SUM/MEAN from the sum of its operand's blocks."""
+    tail = stop - 1
+    if t.opcodes[tail] == SUM:
+        buf[t.val_off[tail]] = total
+    elif t.opcodes[tail] == MEAN:
+        buf[t.val_off[tail]] = total / const(t, tail, 0)
+
+
+@njit(**IEEE, inline="always")
+def add_single_value_sums(t, adj, adj_off, start, stop, sums):
+    """Single-value operands outside the segment: their adjoint is the sum over all blocks
+    (``sums``: one row per chunk of blocks, two columns per op)."""
+    for i in range(start, stop):
+        for r in range(min(2, t.arg_ptr[i + 1] - t.arg_ptr[i])):
+            s = 0.0
+            for c in range(sums.shape[0]):
+                s += sums[c, 2 * (i - start) + r]
+            if s != 0.0:
+                adj[adj_off[arg(t, i, r)]] += s
+
+
+@njit(**IEEE, inline="always")
 def _value_src(t, buf, sv, ext, k, start, stop, lo, width):
     """Where node k's values for the block starting at element lo are: (array, offset, stride)."""
     if start <= k < stop and ext[k] > 0:
@@ -395,7 +427,7 @@ def _value_src(t, buf, sv, ext, k, start, stop, lo, width):
     return buf, t.val_off[k] + lo, 1
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _blocks_forward(t, buf, ext, start, stop, sv, blk0, blk1, n, width, store):
     """The segment's values for blocks blk0..blk1-1 (one call, so the tape is passed once)."""
     acc = 0.0
@@ -405,7 +437,7 @@ def _blocks_forward(t, buf, ext, start, stop, sv, blk0, blk1, n, width, store):
     return acc
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _block_forward(t, buf, ext, start, stop, sv, lo, m, width, store):
     """Compute the segment's values for elements lo..lo+m into scratch; returns a closing sum."""
     acc = 0.0
@@ -418,14 +450,8 @@ def _block_forward(t, buf, ext, start, stop, sv, lo, m, width, store):
             acc += _block_sum(sv, (arg(t, i, 0) - start) * width, m)
             continue
         if op == GATHER:  # a contiguous view (plan_segments) of a value in the buffer
-            src = t.val_off[arg(t, i, 0)] + t.iparams[t.iparam_ptr[i]] + lo
+            src = t.val_off[arg(t, i, 0)] + _view_offset(t, i) + lo
             sv[yo:yo + m] = buf[src:src + m]
-        elif m == 1:  # one element (scalar graphs): no block loop, no array passing
-            x = _scalar_value(t, buf, sv, ext, arg(t, i, 0), start, stop, lo)
-            if op < ADD:
-                sv[yo] = unary_f(op, x, const(t, i, 0), const(t, i, 1))
-            else:
-                sv[yo] = binary_f(op, x, _scalar_value(t, buf, sv, ext, arg(t, i, 1), start, stop, lo))
         elif op < ADD:
             xa, xo, xs = _value_src(t, buf, sv, ext, arg(t, i, 0), start, stop, lo, width)
             unary_block_fwd(op, xa, xo, xs, sv, yo, m, const(t, i, 0), const(t, i, 1))
@@ -439,7 +465,7 @@ def _block_forward(t, buf, ext, start, stop, sv, lo, m, width, store):
     return acc
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, blk0, blk1, n, width, g_tail,
                     sums):
     for blk in range(blk0, blk1):
@@ -448,7 +474,7 @@ def _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, blk0, blk1, 
                        width, g_tail, sums)
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width, g_tail, sums):
     """Adjoints of the segment's block lo..lo+m; single-value targets add into ``sums``."""
     _block_forward(t, buf, ext, start, stop, sv, lo, m, width, False)
@@ -475,7 +501,7 @@ def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width,
         if op == GATHER:  # a view: its adjoint adds into its operand's, in place
             ga = adj_off[arg(t, i, 0)]
             if ga >= 0:
-                dst = ga + t.iparams[t.iparam_ptr[i]] + lo
+                dst = ga + _view_offset(t, i) + lo
                 tx, gi = adj[dst:dst + m], gv[go:go + m]
                 for k in range(m):
                     tx[k] += gi[k]
@@ -502,7 +528,7 @@ def _block_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, lo, m, width,
                 sums[2 * (i - start) + 1] += sb
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _grad_target(t, adj, adj_off, gv, ext, k, start, stop, lo, width):
     if adj_off[k] < 0:
         return gv, 0, -1
@@ -513,10 +539,9 @@ def _grad_target(t, adj, adj_off, gv, ext, k, start, stop, lo, width):
     return adj, adj_off[k] + lo, 1
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(**IEEE, cache=True, parallel=True)
 def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
-    tail = stop - 1
     if n == 1:
         scalar_forward(plan.prog, plan.pc, buf, start, stop)
         return
@@ -533,12 +558,10 @@ def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
     else:
         sv = np.empty((stop - start) * width, dtype=buf.dtype)
         partial[0] = _blocks_forward(t, buf, ext, start, stop, sv, 0, nblocks, n, width, True)
-    if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
-        total = partial.sum()
-        buf[t.val_off[tail]] = total / const(t, tail, 0) if t.opcodes[tail] == MEAN else total
+    store_closing(t, buf, stop, partial.sum())
 
 
-@njit(error_model="numpy", cache=True, parallel=True)
+@njit(**IEEE, cache=True, parallel=True)
 def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     if n == 1:
@@ -549,20 +572,14 @@ def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
     nblocks = (n + width - 1) // width
     nchunks = max(1, min(nthreads * 2, nblocks)) if n >= par_min else 1
     nops = stop - start
-    g_tail = 0.0
-    tail = stop - 1
-    if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
-        # a dead closing sum still leaves adjoints for segment nodes used elsewhere
-        g_tail = adj[adj_off[tail]] if adj_off[tail] >= 0 else 0.0
-        if t.opcodes[tail] == MEAN:
-            g_tail = g_tail / const(t, tail, 0)
+    g_tail = closing_seed(t, adj, adj_off, stop)
     # Views at different offsets of one operand (x[1:] and x[:-1]) add into overlapping parts
     # of its adjoint: a chunk of blocks reaches up to ``spread`` elements into the next
     # chunk's part.  Even chunks then run before odd ones; a spread beyond a chunk runs serial.
     lo_view, hi_view = n, -1
     for i in range(start, stop):
         if t.opcodes[i] == GATHER:
-            o = t.iparams[t.iparam_ptr[i]]
+            o = _view_offset(t, i)
             lo_view, hi_view = min(lo_view, o), max(hi_view, o)
     phases = 1
     if hi_view > lo_view:
@@ -584,20 +601,12 @@ def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
         gv = np.empty(nops * width, dtype=buf.dtype)
         _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, 0, nblocks, n, width,
                         g_tail, sums[0])
-    # single-value operands outside the segment: their adjoint is the sum over all blocks
-    for i in range(start, stop):
-        for r in range(2):
-            if r < t.arg_ptr[i + 1] - t.arg_ptr[i]:
-                s = 0.0
-                for c in range(nchunks):
-                    s += sums[c, 2 * (i - start) + r]
-                if s != 0.0:
-                    adj[adj_off[arg(t, i, r)]] += s
+    add_single_value_sums(t, adj, adj_off, start, stop, sums)
 
 
 # ---------------------------------------------------------------- whole replays
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def replay_forward(t, chunks, buf, plan, par_min, nthreads):
     """Recompute every node from the leaves: segments fused, other ops by ``forward_sweep``."""
     n = len(t.opcodes)
@@ -612,7 +621,7 @@ def replay_forward(t, chunks, buf, plan, par_min, nthreads):
             i = seg_stop[s]
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def replay_reverse(t, chunks, buf, adj, adj_off, plan, top, par_min, nthreads):
     """Adjoints from ``top`` down (seeds already in ``adj``): segments fused, others by op.
     ``adj_off`` must be the one ``plan`` was made with."""

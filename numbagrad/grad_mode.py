@@ -3,7 +3,6 @@ import functools
 import threading
 
 
-
 class _State(threading.local):
     enabled = True  # each thread starts with grad on; a plain attribute read is the fast path
 

@@ -79,6 +79,7 @@ from numba.experimental import structref
 from numba.typed import List
 
 from .fusion import BLOCK
+from .ops import IEEE
 from .innumba_sweeps import VALUE, GRAD, VJP, JVP, HVP, entry_for
 from .sweeps import plan_tangents
 from .tensor import GUARD_TRUTH
@@ -235,7 +236,7 @@ def _make_impl(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, in
     return impl
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _new(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, inputs, g_off, g_ptr, g_vals,
          g_truth, n, m, out_node, out_val, out_adj, out_tan, entry, chunks, buf, adj, adjdot, tan,
          sv, gv, sums):
@@ -244,7 +245,7 @@ def _new(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, inputs, 
                  adj, adjdot, tan, sv, gv, sums)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _own_buffers(buf, n_adj, n_tan, n_scratch, n_sums):
     """Fresh work buffers; the value buffer is copied (constants live in its leaf slots)."""
     b = buf.copy()
@@ -255,7 +256,7 @@ def _own_buffers(buf, n_adj, n_tan, n_scratch, n_sums):
             z(n_scratch, b.dtype), z(n_scratch, b.dtype), z(n_sums, np.float64))
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _copy(h):
     chunks, buf, adj, adjdot, tan, sv, gv, sums = _own_buffers(
         h.buf, len(h.adj), len(h.tan), len(h.sv), len(h.sums))
@@ -264,7 +265,7 @@ def _copy(h):
                 h.out_adj, h.out_tan, h.entry, chunks, buf, adj, adjdot, tan, sv, gv, sums)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _copies(h, k):
     out = List()
     for _ in range(k):
@@ -272,7 +273,7 @@ def _copies(h, k):
     return out
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _set_entry(h, address):
     h.entry = address
 
@@ -298,7 +299,7 @@ def handle_for(traced):
     inputs = np.array([(t.val_off[k], adj_off[k], tan_off[k], cols[i], widths[i])
                        for i, ns in enumerate(traced._in_nodes) for k in ns],
                       dtype=np.int64).reshape(-1, 5)
-    zero = np.array(traced._zero_ranges, dtype=np.int64).reshape(-1, 2)
+    zero = traced._zero_ranges
     guards = traced._guards
     g_off = np.array([t.val_off[g[0]] for g in guards], dtype=np.int64)
     g_ptr = np.concatenate([[0], np.cumsum([g[2].size for g in guards])]).astype(np.int64)
@@ -360,7 +361,7 @@ def _check_out(h, out):
         raise TypingError(f"out: expected a writable C-contiguous {dt} array, got {out}")
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _guard_failed():
     raise GuardError("a value the traced function read while recording differs at this point "
                      "(it may take another branch): trace again there")
@@ -464,42 +465,42 @@ def _copies_method(h, k):
 
 
 # the same methods from Python: small compiled wrappers (cached)
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _py_n(h):
     return h.n
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _py_m(h):
     return h.m
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _py_value(h, x):
     return h.value(x)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _py_value_into(h, x, out):
     h.value_into(x, out)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _py_grad(h, x, out):
     return h.grad_into(x, out)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _py_vjp(h, x, v, out):
     h.vjp_into(x, v, out)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _py_jvp(h, x, t, out):
     h.jvp_into(x, t, out)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _py_hvp(h, x, v, out):
     h.hvp_into(x, v, out)
 
@@ -514,7 +515,7 @@ def _meminfo_address(typingctx, h):
     return types.intp(h), codegen
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _address(h):
     return _meminfo_address(h)
 

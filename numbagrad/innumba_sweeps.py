@@ -15,7 +15,9 @@ called directly.
 The sweeps are the library's own cached ones (``sweeps.py``, ``fusion.py``), all run serially.
 The fused drivers here are the serial branch of ``fusion.replay_forward``/``replay_reverse``
 with the handle's scratch in place of the arrays ``fusion.segment_forward``/``segment_reverse``
-allocate per call, so a call on a graph whose binary ops are all fused allocates nothing.
+allocate per call, so a call on a graph whose binary ops are all fused allocates nothing; the
+closing reduction and single-value sums are fusion's own helpers (``closing_seed``,
+``store_closing``, ``add_single_value_sums``).
 Everything is ``inline="always"`` into the entry point, so Numba links and optimises the sweeps
 once per handle type.
 
@@ -26,9 +28,9 @@ from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from .fusion import BLOCK, scalar_forward, scalar_reverse, _blocks_forward, _blocks_reverse
-from .kernels import arg, const
-from .ops import SUM, MEAN
+from .fusion import (BLOCK, scalar_forward, scalar_reverse, _blocks_forward, _blocks_reverse,
+                     closing_seed, store_closing, add_single_value_sums)
+from .ops import IEEE
 from .sweeps import forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep
 
 # par_min for every sweep: kernels take their serial branch (a handle may be called from inside
@@ -43,7 +45,7 @@ GUARD_FAILED = 1
 
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _fused_forward(h):
     t, buf, sv = h.t, h.buf, h.sv
     nseg = len(h.seg_start)
@@ -63,14 +65,10 @@ def _fused_forward(h):
         width = min(BLOCK, n)
         acc = _blocks_forward(t, buf, h.ext, start, stop, sv, 0, (n + width - 1) // width,
                               n, width, True)
-        tail = stop - 1
-        if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
-            if t.opcodes[tail] == MEAN:
-                acc = acc / const(t, tail, 0)
-            buf[t.val_off[tail]] = acc
+        store_closing(t, buf, stop, acc)
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _segment_reverse(h, start, stop):
     t, buf, adj, adj_off = h.t, h.buf, h.adj, h.adj_off
     n = t.sizes[start]
@@ -78,27 +76,15 @@ def _segment_reverse(h, start, stop):
         scalar_reverse(h.prog, h.pc, buf, adj, start, stop)
         return
     nops = stop - start
-    g_tail = 0.0
-    tail = stop - 1
-    if t.opcodes[tail] == SUM or t.opcodes[tail] == MEAN:
-        # a dead closing sum still leaves adjoints for segment nodes used elsewhere
-        g_tail = adj[adj_off[tail]] if adj_off[tail] >= 0 else 0.0
-        if t.opcodes[tail] == MEAN:
-            g_tail = g_tail / const(t, tail, 0)
     width = min(BLOCK, n)
     sums = h.sums[:2 * nops]
     sums[:] = 0.0
     _blocks_reverse(t, buf, adj, adj_off, h.ext, start, stop, h.sv, h.gv, 0,
-                    (n + width - 1) // width, n, width, g_tail, sums)
-    # single-value operands outside the segment: their adjoint is the sum over the blocks
-    for i in range(start, stop):
-        for r in range(min(2, t.arg_ptr[i + 1] - t.arg_ptr[i])):
-            s = sums[2 * (i - start) + r]
-            if s != 0.0:
-                adj[adj_off[arg(t, i, r)]] += s
+                    (n + width - 1) // width, n, width, closing_seed(t, adj, adj_off, stop), sums)
+    add_single_value_sums(t, adj, adj_off, start, stop, sums.reshape((1, 2 * nops)))
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _fused_reverse(h, top):
     hi = top
     for s in range(len(h.seg_start) - 1, -1, -1):
@@ -112,7 +98,7 @@ def _fused_reverse(h, top):
         reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, hi, SERIAL, 0)
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _load(h, x, fused):
     """Write x into the input leaves' slots and sweep forward.  False when a guard differs."""
     buf = h.buf
@@ -142,7 +128,7 @@ def _load(h, x, fused):
     return True
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _gather(h, src, out):
     """out = the input leaves' slots of ``src`` (adjoints, or their tangents: both are laid out
     by adj_off), summed per column (an argument recorded as several leaves gets all of them)."""
@@ -154,7 +140,7 @@ def _gather(h, src, out):
                 out[c + j] += src[a + j]
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _seed_tangents(h, t):
     tan = h.tan
     for q in range(len(h.inputs)):
@@ -166,7 +152,7 @@ def _seed_tangents(h, t):
     tangent_sweep(h.t, h.chunks, tan, h.tan_off, 0, h.out_node + 1, SERIAL)
 
 
-@njit(error_model="numpy", inline="always")
+@njit(**IEEE, inline="always")
 def _run(h, mode, x, a, out):
     """One derivative at x; ``a`` is v (VJP, HVP) or t (JVP).  Returns 0, or GUARD_FAILED."""
     fused = mode <= VJP   # tangents read every node's value: no fusion for JVP and HVP

@@ -27,12 +27,12 @@ the op's whole tangent.  ``tan`` and ``adjdot`` have the values' dtype.
 import numpy as np
 from numba import njit, prange, literally
 
-from .ops import (SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, unary_dd, binary_f,
+from .ops import (IEEE, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, unary_dd, binary_f,
                   binary_da, binary_db, binary_dd, _exp)
 
-jit = njit(error_model="numpy", cache=True)
-pjit = njit(error_model="numpy", cache=True, parallel=True)
-inline = njit(error_model="numpy", inline="always", cache=True)
+jit = njit(**IEEE, cache=True)
+pjit = njit(**IEEE, cache=True, parallel=True)
+inline = njit(**IEEE, inline="always", cache=True)
 
 
 # ---------------------------------------------------------------- tape access

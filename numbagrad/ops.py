@@ -18,7 +18,12 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-inline = njit(error_model="numpy", inline="always", cache=True)
+# Every compiled function in numbagrad uses NumPy's error model: x / 0 is inf (0 / 0 nan) as in
+# PyTorch, instead of Numba's default ZeroDivisionError, and without that per-element zero
+# check loops with a division vectorise.  Decorators spell it ``njit(**IEEE, ...)``.
+IEEE = {"error_model": "numpy"}
+
+inline = njit(**IEEE, inline="always", cache=True)
 
 # ---------------------------------------------------------------- opcodes
 LEAF = 0  # an input: a user tensor (AccumulateGrad when it requires grad) or a constant

@@ -12,7 +12,7 @@ from numba import njit
 
 from . import kernels as K
 from .ops import (
-    LEAF, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
+    IEEE, LEAF, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, WHERE,
     SUM, LOG_SOFTMAX, RESHAPE, GATHER, CAT, MATMUL, COMPARE, SAVES
@@ -31,7 +31,7 @@ OK, MODIFIED, SECOND_BACKWARD = 0, 1, 2
 PAR_MIN = 1 << 17
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def plan_adjoints(t, seed_nodes):
     """Give each node reachable from the seeds that requires grad a slot in one adjoint buffer.
 
@@ -71,7 +71,7 @@ def plan_adjoints(t, seed_nodes):
     return adj_off, total, OK, -1, -1
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom=0):
     """Accumulate adjoints from node ``top`` down to ``bottom`` (seeds already in ``adj``)."""
     for i in range(top, bottom - 1, -1):
@@ -113,7 +113,7 @@ def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom=0):
         elif op == MATMUL: K.matmul_vjp(t, chunks, adj, adj_off, i)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def forward_sweep(t, chunks, start, stop, par_min):
     """Recompute the values of ops start..stop-1 from their operands (leaves are given)."""
     for i in range(start, stop):
@@ -154,7 +154,7 @@ def forward_sweep(t, chunks, start, stop, par_min):
         elif op == COMPARE: K.compare_fwd(t, chunks, i)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def plan_tangents(t, seed_nodes, stop):
     """Give each of nodes 0..stop-1 that depends on a seed node a slot in one tangent buffer.
 
@@ -180,7 +180,7 @@ def plan_tangents(t, seed_nodes, stop):
     return tan_off, total
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def tangent_sweep(t, chunks, tan, tan_off, start, stop, par_min):
     """Forward mode: the tangent of ops start..stop-1 from their operands' tangents (JVPs).
 
@@ -230,7 +230,7 @@ def tangent_sweep(t, chunks, tan, tan_off, start, stop, par_min):
         elif op == MATMUL: K.matmul_jvp(t, chunks, tan, tan_off, i)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def hvp_sweep(t, chunks, tan, tan_off, adj, adjdot, adj_off, top, par_min):
     """Forward-over-reverse: the tangent of every adjoint, from node ``top`` down to the leaves.
 

@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, types
 from numba.typed import List
 
-from .ops import LEAF, NAMES, OPS
+from .ops import IEEE, LEAF, NAMES, OPS
 from .sweeps import REQUIRES_GRAD, DIRTY
 
 TapeArrays = namedtuple("TapeArrays", [
@@ -52,12 +52,12 @@ _CHUNK_F64, _CHUNK_F32 = types.float64[::1], types.float32[::1]  # 5 us each to 
 
 # An empty typed list made in compiled code costs 3 us; List.empty_list from Python 11 us,
 # which was a tenth of a small tensor's whole backward
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _empty_chunks_f64():
     return List.empty_list(_CHUNK_F64)
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _empty_chunks_f32():
     return List.empty_list(_CHUNK_F32)
 
@@ -271,7 +271,7 @@ class Tape:
             if seen is not None and seen[1] == version:
                 remap[k] = seen[0]
                 duplicates.add(k)
-        if len(other) <= _SMALL_ABSORB:
+        if len(other) <= _SMALL_ABSORB and not other._n_columns:  # all still queued
             self._append_nodes(other, remap, duplicates)
             other.remap = remap
         else:
@@ -297,7 +297,7 @@ class Tape:
         return shift
 
     def _append_nodes(self, other, remap, duplicates):
-        """absorb() for a tape of a few nodes: node by node (NumPy calls cost more here).
+        """absorb() for a tape of a few queued nodes: row by row (NumPy calls cost more here).
 
         Leaves recorded on both tapes are not copied (``remap`` sends their uses to ours and
         then says where each of ``other``'s nodes went), so scalar code that merges a small
@@ -314,20 +314,10 @@ class Tape:
             else:
                 self.chunks.append(chunk)
                 where.append((len(self.chunks) - 1, 0))
-        if other._n_columns:
-            o = other._flush()
-            rows = [(o["opcodes"][k], o["name_ids"][k], o["flags"][k],
-                     o["args"][o["arg_ptr"][k]:o["arg_ptr"][k + 1]],
-                     o["shapes"][o["shape_ptr"][k]:o["shape_ptr"][k + 1]], o["sizes"][k],
-                     o["consts"][o["const_ptr"][k]:o["const_ptr"][k + 1]],
-                     o["iparams"][o["iparam_ptr"][k]:o["iparam_ptr"][k + 1]],
-                     o["val_chunk"][k], o["val_off"][k]) for k in range(len(other))]
-        else:
-            rows = other._rows
-            self._bulky = self._bulky or other._bulky
+        self._bulky = self._bulky or other._bulky
         out = self._rows
         k_new = self._len
-        for k, r in enumerate(rows):
+        for k, r in enumerate(other._rows):
             if k in duplicates:
                 continue
             remap[k] = k_new

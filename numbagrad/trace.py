@@ -37,7 +37,7 @@ from numba import njit, prange
 from numba.typed import List
 
 from . import anomaly, grad_mode
-from .ops import LEAF, NAMES, COMPARE
+from .ops import IEEE, LEAF, NAMES, COMPARE
 import numba
 
 from .fusion import plan_fusion, replay_forward, replay_reverse
@@ -64,7 +64,7 @@ PARALLEL_ROWS = 16
 
 # ---------------------------------------------------------------- Numba drivers
 
-@njit(error_model="numpy", parallel=True, cache=True)
+@njit(**IEEE, parallel=True, cache=True)
 def _jacobian_rows(t, chunks, adj_off, total, out_node, src, dst, jac, nblocks):
     """Row r of ``jac`` is the gradient of output element r: one reverse sweep per row.
 
@@ -85,7 +85,7 @@ def _jacobian_rows(t, chunks, adj_off, total, out_node, src, dst, jac, nblocks):
                 jac[r, dst[j]] += adj[src[j]]
 
 
-@njit(error_model="numpy", parallel=True, cache=True)
+@njit(**IEEE, parallel=True, cache=True)
 def _batch_rows(t, init, X, in_off, adj_off, total, out_node, src, dst, vals, grads, nblocks):
     """Value and gradient of a scalar output at each row of ``X``, one forward and one reverse
     sweep per row, rows spread over threads.
@@ -117,7 +117,7 @@ def _batch_rows(t, init, X, in_off, adj_off, total, out_node, src, dst, vals, gr
                     grads[r, dst[j]] += adj[src[j]]
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _replay_value_and_grad(t, chunks, buf, adj, adj_off, plan, zero, out_node, par_min, nthreads):
     """Traced.value_and_grad's sweeps in one compiled call: each call from Python unboxes the
     tape's and the plan's arrays (about 10 us), which small graphs notice.  The fused sweeps
@@ -526,8 +526,7 @@ class Traced:
                 ranges[-1][1] = b
             else:
                 ranges.append([a, b])
-        self._zero_ranges = ranges
-        self._zero_arr = np.array(ranges, dtype=np.int64).reshape(-1, 2)
+        self._zero_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 2)  # (lo, hi) rows
         # where each argument's gradient sits in the adjoint buffer: (adjoint offset) per node
         self._in_adj = [[int(adj_off[k]) for k in ns if adj_off[k] >= 0] for ns in in_nodes]
         self._small_io = self._plan_small_io(replay, adj_off)
@@ -696,8 +695,8 @@ class Traced:
         else:
             adj[:] = 0
         o = self._adj_off[self._out_node]
-        if o < 0:  # the output does not depend on any argument
-            return [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
+        if o < 0:  # the output does not depend on any argument: zeros
+            return self._collect(adj)
         adj[o:o + self._out_size] = seed
         if fused:
             replay_reverse(self._t, chunks, self._local.buf, adj, self._adj_off, self._plan,
@@ -747,7 +746,7 @@ class Traced:
             buf, chunks, adj = self._buffers()
             self._load(arrs, buf)
             _replay_value_and_grad(self._t, chunks, buf, adj, self._adj_off, self._plan,
-                                   self._zero_arr, self._out_node, PAR_MIN,
+                                   self._zero_ranges, self._out_node, PAR_MIN,
                                    numba.get_num_threads())
             self._check_guards(buf)
             grads = self._collect(adj)

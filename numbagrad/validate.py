@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 from .ops import (
-    LEAF, UNARY, BINARY, WHERE, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX,
+    IEEE, LEAF, UNARY, BINARY, WHERE, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX,
     RESHAPE, GATHER, CAT, MATMUL, COMPARE, KNOWN, NAMES, N_OPCODES,
 )
 from .tape import TapeArrays, _INT_COLUMNS
@@ -104,7 +104,7 @@ _MESSAGES = {
 }
 
 
-@njit(error_model="numpy", cache=True, inline="always")
+@njit(**IEEE, cache=True, inline="always")
 def _too_large(a, b, c):
     """Whether a * b * c (non-negative) exceeds the element limit; in floats, because a
     crafted int64 product wraps around to a small number that would pass an equality check
@@ -112,7 +112,7 @@ def _too_large(a, b, c):
     return float(a) * float(b) * float(c) > _MAX_ELEMENTS
 
 
-@njit(error_model="numpy", cache=True)
+@njit(**IEEE, cache=True)
 def _check_nodes(t, n_values, n_chunks, arity):
     """Structural checks that need a loop; indexes only what earlier checks proved in range."""
     n = len(t.opcodes)

@@ -367,3 +367,13 @@ def test_division_by_zero_gives_inf_and_nan_in_every_sweep():
     t = ng.tensor(x, requires_grad=True)
     f(t).backward()
     np.testing.assert_array_equal(ng.trace(f, x).grad(x), t.grad.numpy())  # [nan, inf, inf]
+
+
+def test_every_compiled_function_uses_the_ieee_error_model():
+    # a kernel compiled with Numba's default error model raises ZeroDivisionError mid-sweep
+    import pathlib
+    import re
+    src = pathlib.Path(ng.__file__).parent
+    plain = [f"{p.name}: {m.group(0)}" for p in sorted(src.glob("*.py"))
+             for m in re.finditer(r"njit\([^)]*\)", p.read_text()) if "**IEEE" not in m.group(0)]
+    assert not plain, plain
