@@ -19,7 +19,10 @@ Implementations (workloads in ``benchmarks/workloads.py``, peers in ``benchmarks
   (W4), the analytic Jacobian (W5);
 - numbagrad eager: record the graph on fresh leaves and ``backward()`` (W5: ``ng.functional.
   jacobian``, which traces and sweeps; W6: a loop of record+backward per row);
-- numbagrad replay: ``ng.trace(f, x)`` once, then ``.grad``, ``.jacobian``, ``.grad_batch``;
+- numbagrad replay: ``ng.trace(f, x)`` once, then ``.grad`` (W1, W3: ``.grad(x, out=g)`` into a
+  preallocated array, as the hand-written loop has), ``.jacobian``, ``.grad_batch``; a trace
+  compiles its large elementwise runs on first use (``numbagrad/codegen.py``), which the
+  correctness check before timing pays;
 - PyTorch eager (W5: ``torch.func.jacrev`` and ``torch.autograd.functional.jacobian``; W6: a loop
   and ``torch.func.vmap(grad)``), JAX (``jit(value_and_grad)``, ``jit(jacrev)``,
   ``jit(vmap(grad))``, float64 enabled), HIPS autograd.
@@ -104,7 +107,7 @@ def cases_w1(args):
             c.add(HAND, lambda x=x, g=g: (W.w1_by_hand(x, g), g)[1])
             c.add(EAGER, lambda x=x: W.eager_w1(x)[1])
             f = ng.trace(W.notebook, x)
-            c.add(REPLAY, lambda f=f, x=x: f.grad(x))
+            c.add(REPLAY, lambda f=f, x=x, g=np.empty_like(x): f.grad(x, out=g))
             c.add_peer("torch", P.torch_w1, x)
             c.add_peer("jax", P.jax_w1, x)
             c.add_peer("autograd", P.autograd_w1, x)
@@ -139,7 +142,7 @@ def cases_w3(args):
         c.add(HAND, lambda x=x, g=g: (W.w3_by_hand(x, g), g)[1])
         c.add(EAGER, lambda x=x: W.eager_w3(x)[1])
         f = ng.trace(W.rosenbrock, x)
-        c.add(REPLAY, lambda f=f, x=x: f.grad(x))
+        c.add(REPLAY, lambda f=f, x=x, g=np.empty_like(x): f.grad(x, out=g))
         c.add_peer("torch", P.torch_w3, x)
         c.add_peer("jax", P.jax_w3, x)
         c.add_peer("autograd", P.autograd_w3, x)

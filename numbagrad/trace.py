@@ -37,10 +37,11 @@ from numba import njit, prange
 from numba.typed import List
 
 from . import anomaly, grad_mode
-from .ops import IEEE, LEAF, NAMES, COMPARE
+from .ops import IEEE, LEAF, NAMES, COMPARE, SUM, MEAN
 import numba
 
-from .fusion import plan_fusion, replay_forward, replay_reverse
+from . import codegen
+from .fusion import plan_fusion, replay_forward, replay_reverse, segment_forward, segment_reverse
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, REQUIRES_GRAD)
 from .tape import Tape, TapeArrays, resolve
@@ -269,6 +270,7 @@ def load(path):
     traced = Traced.__new__(Traced)
     traced.__name__ = name
     traced.arg_names = arg_names
+    traced.codegen = None
     traced._setup(replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, guards)
     return traced
 
@@ -472,8 +474,9 @@ class Traced:
     (array([3., 4.]), array([1., 2.]))
     """
 
-    def __init__(self, f, *example_args, check=True):
+    def __init__(self, f, *example_args, check=True, codegen=None):
         self.__name__ = getattr(f, "__name__", "traced")
+        self.codegen = codegen
         self.arg_names = _arg_names(f, len(example_args))
         examples = [_example_array(a, nm) for a, nm in zip(example_args, self.arg_names)]
         tape, node, out, in_nodes = _record(f, examples)
@@ -531,6 +534,8 @@ class Traced:
         self._in_adj = [[int(adj_off[k]) for k in ns if adj_off[k] >= 0] for ns in in_nodes]
         self._small_io = self._plan_small_io(replay, adj_off)
         self._local = threading.local()
+        self._segments = None  # compiled segments (codegen.py), made on first use
+        self._batch_segment = None
         names = {}
         for i, ns in enumerate(self._in_nodes):
             for k in ns:
@@ -577,6 +582,7 @@ class Traced:
             raise ValueError(f"not a valid pickled Traced: {type(e).__name__}: {e}") from None
         self.__name__ = name
         self.arg_names = arg_names
+        self.codegen = None
         self._setup(replay, init, state["in_nodes"], state["out_node"], out_shape, arg_shapes,
                     arg_dtypes, state["guards"])
 
@@ -648,7 +654,9 @@ class Traced:
         buf, chunks, adj = self._buffers()
         fused = fused and not anomaly.is_anomaly_enabled()  # per-node values for the check
         self._load(arrs, buf)
-        if fused:
+        if fused and self._compiled():
+            self._run_forward(buf, chunks, {})
+        elif fused:
             replay_forward(self._t, chunks, buf, self._plan, PAR_MIN, numba.get_num_threads())
         else:
             forward_sweep(self._t, chunks, 0, len(self._t.opcodes), PAR_MIN)
@@ -656,14 +664,16 @@ class Traced:
         self._check_guards(buf)
         return buf, chunks, adj
 
-    def _load(self, arrs, buf):
-        """Write the arguments into their leaf slots."""
+    def _load(self, arrs, buf, skip=()):
+        """Write the arguments into their leaf slots (but those of the nodes in ``skip``)."""
         if self._small_io is not None:
             buf[self._small_io[0]] = np.concatenate([arr.reshape(-1) for arr in arrs])
             return
         for arr, nodes in zip(arrs, self._in_nodes):
             flat = arr.reshape(-1)
             for k in nodes:
+                if k in skip:
+                    continue
                 o = self._t.val_off[k]
                 buf[o:o + flat.size] = flat
 
@@ -688,9 +698,10 @@ class Traced:
 
     def _reverse(self, chunks, adj, seed, fused=False):
         fused = fused and not anomaly.is_anomaly_enabled()  # as in _forward
+        compiled = fused and self._compiled()
         if fused:
             # the fused sweeps never read a segment-internal node's slot: zero only the rest
-            for a, b in self._zero_ranges:
+            for a, b in (self._cg_zero if compiled else self._zero_ranges):
                 adj[a:b] = 0
         else:
             adj[:] = 0
@@ -698,7 +709,9 @@ class Traced:
         if o < 0:  # the output does not depend on any argument: zeros
             return self._collect(adj)
         adj[o:o + self._out_size] = seed
-        if fused:
+        if compiled:
+            self._run_reverse(self._local.buf, chunks, adj, {}, {})
+        elif fused:
             replay_reverse(self._t, chunks, self._local.buf, adj, self._adj_off, self._plan,
                            self._out_node, PAR_MIN, numba.get_num_threads())
         else:
@@ -706,16 +719,18 @@ class Traced:
         anomaly.check_reverse(self._t, adj, self._adj_off, self._out_node)
         return self._collect(adj)
 
-    def _collect(self, adj):
-        """The gradients, one array per argument, from a swept adjoint buffer."""
+    def _collect(self, adj, skip=()):
+        """The gradients, one array per argument, from a swept adjoint buffer (None for the
+        arguments in ``skip``)."""
         if self._adj_off[self._out_node] < 0:  # the output does not depend on any argument
             return [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
         if self._small_io is not None:
             flat, at = adj[self._small_io[1]], self._small_io[2]
             return [flat[at[i]:at[i + 1]].reshape(s) for i, s in enumerate(self.arg_shapes)]
-        grads = [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
+        grads = [None if i in skip else np.zeros(s, dtype=d)
+                 for i, (s, d) in enumerate(zip(self.arg_shapes, self.arg_dtypes))]
         for g, offs in zip(grads, self._in_adj):
-            for a in offs:
+            for a in offs if g is not None else ():
                 g += adj[a:a + g.size].reshape(g.shape)
         return grads
 
@@ -728,8 +743,10 @@ class Traced:
         buf, _, _ = self._forward(self._check(args), fused=True)
         return self._value(buf)
 
-    def value_and_grad(self, *args):
-        """``(f(*args), grad(*args))`` from one forward and one reverse sweep.
+    def value_and_grad(self, *args, out=None):
+        """``(f(*args), grad(*args))`` from one forward and one reverse sweep.  ``out``: arrays
+        shaped like the arguments (a tuple for several) that receive the gradient and are
+        returned, as NumPy's ``out=`` (large gradients then cost no allocation).
 
         >>> import numpy as np, numbagrad as ng
         >>> ng.trace(lambda x: (x ** 3).sum(), np.ones(2)).value_and_grad(np.array([1.0, 2.0]))
@@ -739,9 +756,12 @@ class Traced:
             raise RuntimeError("grad can be implicitly created only for scalar outputs; use vjp "
                                "or jacobian")
         arrs = self._check(args)
+        outs = self._check_out(out)
         if anomaly.is_anomaly_enabled():  # the unfused sweeps, with per-node checks
             buf, chunks, adj = self._forward(arrs, fused=True)
             grads = self._reverse(chunks, adj, 1.0, fused=True)
+        elif self._compiled():
+            buf, grads = self._compiled_value_and_grad(arrs, outs)
         else:
             buf, chunks, adj = self._buffers()
             self._load(arrs, buf)
@@ -750,20 +770,204 @@ class Traced:
                                    numba.get_num_threads())
             self._check_guards(buf)
             grads = self._collect(adj)
+        if outs is not None:
+            for o, g in zip(outs, grads):
+                if g is not o:
+                    o[...] = g
+            grads = outs
         value = self._value(buf)
         if not isinstance(value, float):
             value = value.reshape(()).item() if value.size == 1 else value
         return value, self._pack(grads)
 
-    def grad(self, *args):
+    def grad(self, *args, out=None):
         """The gradient of a scalar ``f`` at ``args``: an ndarray per argument (a tuple for
-        several).
+        several); ``out`` as in ``value_and_grad``.
 
         >>> import numpy as np, numbagrad as ng
         >>> ng.trace(lambda x: (x * x).sum(), np.ones(2)).grad(np.array([1.0, -1.0]))
         array([ 2., -2.])
         """
-        return self.value_and_grad(*args)[1]
+        return self.value_and_grad(*args, out=out)[1]
+
+    def _check_out(self, out):
+        """``out`` as a list of one writable array per argument, or None."""
+        if out is None:
+            return None
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        if len(outs) != len(self.arg_shapes):
+            raise ValueError(f"out: expected {len(self.arg_shapes)} array(s), one per argument, "
+                             f"got {len(outs)}")
+        for o, name, shape, dtype in zip(outs, self.arg_names, self.arg_shapes, self.arg_dtypes):
+            if not isinstance(o, np.ndarray) or o.shape != shape or o.dtype != dtype \
+                    or not o.flags.writeable:
+                got = f"{o.dtype}{list(o.shape)}" if isinstance(o, np.ndarray) else type(o).__name__
+                raise ValueError(f"out for {name}: expected a writable {dtype} array of shape "
+                                 f"{shape}, got {got}")
+        return outs
+
+    # ------------------------------------------------------------ compiled segments
+
+    def _compiled(self):
+        """{segment index: codegen.Segment} for the segments compiled to straight loops: those
+        of at least ``codegen.MIN_ELEMENTS`` elements (``codegen=True``: all but one-element
+        ones; ``False``: none).  Made on first use; empty when none qualifies."""
+        if self._segments is None:
+            segs = {}
+            if self.codegen is not False:
+                least = 2 if self.codegen else codegen.MIN_ELEMENTS
+                p = self._plan
+                for s, (a, b) in enumerate(zip(p.seg_start.tolist(), p.seg_stop.tolist())):
+                    if self._t.sizes[a] >= least:
+                        segs[s] = codegen.Segment(self._t, p.ext, self._adj_off, a, b,
+                                                  self.dtype)
+            if segs:
+                self._plan_compiled(segs)
+            self._segments = segs
+        return self._segments
+
+    def _plan_compiled(self, segs):
+        """What a replay through compiled segments reads, skips and writes where."""
+        t, p, adj_off = self._t, self._plan, self._adj_off
+        n = len(t.opcodes)
+        last = len(p.seg_start) - 1
+        # the last segment, closed by a SUM/MEAN that is the output: forward and reverse in one
+        # pass (the closing seed is known before its forward has run)
+        self._cg_final = last if last in segs and segs[last].closing >= 0 \
+            and segs[last].stop == n and self._out_node == n - 1 else -1
+        # adjoints a segment assigns (codegen.Segment.assigned) need no zeroing
+        # (only in segments every reverse sweeps whole: a segment past the output is left to the
+        # interpreter, which adds)
+        assigned = np.zeros(n, dtype=bool)
+        for seg in segs.values():
+            if seg.stop - 1 <= self._out_node:
+                assigned[list(seg.assigned)] = True
+        # arguments read straight from the caller's array (every reader a compiled segment) and
+        # gradients written straight into the returned array (every reader in one compiled
+        # segment that the reverse sweeps whole): (node, whether the segment assigns it)
+        consumers = np.repeat(np.arange(n), np.diff(t.arg_ptr))
+        home = np.full(n, -1, dtype=np.int64)
+        for s, seg in segs.items():
+            home[seg.start:seg.stop] = s
+        guarded = {g[0] for g in self._guards} | {self._out_node}
+        self._cg_in, self._cg_out = {}, {}
+        for i, ns in enumerate(self._in_nodes):
+            if len(ns) != 1 or self.arg_dtypes[i] != self.dtype or self._small_io is not None:
+                continue
+            k = ns[0]
+            users = home[consumers[t.args == k]]
+            if len(users) == 0 or (users < 0).any() or t.sizes[k] < 2:
+                continue
+            if k not in guarded:
+                self._cg_in[i] = k
+            s = int(users[0])
+            if (users == s).all() and adj_off[k] >= 0 and segs[s].stop - 1 <= self._out_node:
+                self._cg_out[i] = (k, bool(assigned[k]))
+        out_nodes = np.zeros(n, dtype=bool)
+        out_nodes[[k for k, _ in self._cg_out.values()]] = True
+        self._cg_zero = self._ranges(np.flatnonzero((adj_off >= 0) & (p.ext != 1) & ~assigned))
+        self._cg_zero_vg = self._ranges(
+            np.flatnonzero((adj_off >= 0) & (p.ext != 1) & ~assigned & ~out_nodes))
+
+    def _ranges(self, nodes):
+        """The adjoint slots of ``nodes`` as merged (lo, hi) ranges."""
+        lo = self._adj_off[nodes]
+        ranges = []
+        for a, b in sorted(zip(lo.tolist(), (lo + self._t.sizes[nodes]).tolist())):
+            if ranges and ranges[-1][1] == a:
+                ranges[-1][1] = b
+            else:
+                ranges.append([a, b])
+        return ranges
+
+    def _slots(self, seg, buf, adj, direct, gout):
+        """The arrays and offsets a compiled segment's input and adjoint slots use."""
+        XS, xo, TS, to = [], [], [], []
+        for (k, shift), off in zip(seg.inputs, seg.x_off):
+            a = direct.get(k)
+            XS.append(buf if a is None else a)
+            xo.append(off if a is None else shift)
+        for (k, shift), off in zip(seg.targets, seg.t_off):
+            g = gout.get(k)
+            TS.append(adj if g is None else g)
+            to.append(off if g is None else shift)
+        return tuple(XS) or (buf,), xo, tuple(TS) or (adj,), to
+
+    def _run_forward(self, buf, chunks, direct, skip_final=False):
+        """replay_forward with the compiled segments run by their own kernels."""
+        t, p, segs = self._t, self._plan, self._segments
+        nt = numba.get_num_threads()
+        i = 0
+        for s, (a, b) in enumerate(zip(p.seg_start.tolist(), p.seg_stop.tolist())):
+            if i < a:
+                forward_sweep(t, chunks, i, a, PAR_MIN)
+            seg = segs.get(s)
+            if seg is None:
+                segment_forward(t, buf, p, a, b, PAR_MIN, nt)
+            elif not (skip_final and s == self._cg_final):
+                XS, xo, _, _ = self._slots(seg, buf, buf, direct, {})
+                seg.forward(buf, nt, XS, xo)
+            i = b
+        if i < len(t.opcodes):
+            forward_sweep(t, chunks, i, len(t.opcodes), PAR_MIN)
+
+    def _run_reverse(self, buf, chunks, adj, direct, gout, final=False):
+        """replay_reverse with the compiled segments run by their own kernels; ``final``: the
+        last segment's forward was left to this pass (``_run_forward(skip_final=True)``)."""
+        t, p, segs, adj_off = self._t, self._plan, self._segments, self._adj_off
+        nt = numba.get_num_threads()
+        hi = self._out_node
+        for s in range(len(p.seg_start) - 1, -1, -1):
+            a, b = int(p.seg_start[s]), int(p.seg_stop[s])
+            if a > hi:
+                continue
+            if b - 1 < hi:
+                reverse_sweep(t, chunks, adj, adj_off, hi, PAR_MIN, b)
+            seg = segs.get(s)
+            if seg is None or b - 1 > hi:  # only part of it is reached: the interpreter
+                segment_reverse(t, buf, adj, adj_off, p, a, min(b, hi + 1), PAR_MIN, nt)
+            else:
+                XS, xo, TS, to = self._slots(seg, buf, adj, direct, gout)
+                if final and s == self._cg_final:
+                    seg.value_and_grad(buf, adj, seg.closing_seed(adj), nt, XS, xo, TS, to)
+                else:
+                    seg.reverse(buf, adj, seg.closing_seed(adj), nt, XS, xo, TS, to)
+            hi = a - 1
+        if hi >= 0:
+            reverse_sweep(t, chunks, adj, adj_off, hi, PAR_MIN, 0)
+
+    def _compiled_value_and_grad(self, arrs, outs):
+        """value_and_grad through compiled segments: arguments read in place where only
+        compiled segments read them, gradients assigned into their output arrays where one
+        segment writes them all, and the last segment's two passes made one."""
+        buf, chunks, adj = self._buffers()
+        direct = {}
+        for i, k in self._cg_in.items():
+            a = arrs[i]
+            if a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned \
+                    and a.flags.writeable:
+                direct[k] = a.reshape(-1)
+        self._load(arrs, buf, skip=direct)
+        gout, grads = {}, {}
+        for i, (k, assigned) in self._cg_out.items():
+            g = outs[i] if outs is not None and outs[i].flags.c_contiguous else \
+                np.empty(self.arg_shapes[i], dtype=self.dtype)
+            if not assigned:  # the segment adds into it
+                g[...] = 0
+            gout[k], grads[i] = g.reshape(-1), g
+        o = self._adj_off[self._out_node]
+        final = self._cg_final >= 0 and o >= 0
+        self._run_forward(buf, chunks, direct, skip_final=final)
+        if o < 0:  # the output does not depend on any argument
+            self._check_guards(buf)
+            return buf, self._collect(adj)
+        for a, b in self._cg_zero_vg:
+            adj[a:b] = 0
+        adj[o] = 1.0
+        self._run_reverse(buf, chunks, adj, direct, gout, final=final)
+        self._check_guards(buf)  # guarded values of the last segment are known only now
+        rest = self._collect(adj, skip=grads)
+        return buf, [grads.get(i, g) for i, g in enumerate(rest)]
 
     def vjp(self, args, v):
         """The vector-Jacobian product ``v^T J`` at ``args`` (a tuple), ``v`` shaped like the
@@ -974,12 +1178,41 @@ class Traced:
                 v, g = self.value_and_grad(X[r])
                 vals[r] = v
                 grads[r] = g.reshape(-1)
+        elif B and self._batch_kernel(B) is not None:
+            seg = self._batch_segment
+            k = self._in_nodes[0][0]
+            shifts = {j: sh for j, (a, sh) in enumerate(seg.inputs) if a == k}
+            g_tail = 1.0 / seg.closing_count if seg.closing == MEAN else 1.0
+            seg.value_and_grad_batch(X2, grads, vals, self._init, g_tail, shifts)
         elif B:
             in_off = np.array([self._t.val_off[k] for k in self._in_nodes[0]], dtype=np.int64)
             src, dst = self._src_dst([0], np.array([0, w], dtype=np.int64))
             _batch_rows(self._t, self._init, X2, in_off, self._adj_off, self._total,
                         self._out_node, src, dst, vals, grads, _nblocks(B))
         return vals, grads.reshape(X.shape).astype(self.arg_dtypes[0], copy=False)
+
+    def _batch_kernel(self, B):
+        """The compiled segment that sweeps whole rows of a batch (``codegen.Segment.batch``):
+        for a graph that is one elementwise run over the argument and constants, closed by a
+        SUM/MEAN that is the output, when the batch has at least ``codegen.MIN_ELEMENTS``
+        elements (``codegen=True``: any batch).  None otherwise."""
+        if self._batch_segment is None:
+            seg, t, p = False, self._t, self._plan
+            n = len(t.opcodes)
+            if self.codegen is not False and not anomaly.is_anomaly_enabled() \
+                    and len(self._in_nodes[0]) == 1 and len(p.seg_start) \
+                    and int(p.seg_stop[-1]) == n and self._out_node == n - 1 \
+                    and t.opcodes[n - 1] in (SUM, MEAN) and t.sizes[p.seg_start[-1]] > 1 \
+                    and (t.opcodes[:p.seg_start[-1]] == LEAF).all():
+                seg = codegen.Segment(t, p.ext, self._adj_off, int(p.seg_start[-1]), n,
+                                      self.dtype, batch_node=self._in_nodes[0][0])
+                seg = seg if seg.batch else False
+            self._batch_segment = seg
+        seg = self._batch_segment
+        if not seg or anomaly.is_anomaly_enabled() or \
+                (not self.codegen and B * seg.n < codegen.MIN_ELEMENTS):
+            return None
+        return seg
 
     def numba(self):
         """A handle for calling this function's derivatives from inside ``@njit`` code
@@ -1000,7 +1233,7 @@ class Traced:
         return f"<Traced {self.__name__}({args}) -> {list(self.out_shape)}, {len(self.tape)} nodes>"
 
 
-def trace(f, *example_args, check=True):
+def trace(f, *example_args, check=True, codegen=None):
     """Record ``f`` once at ``example_args`` (ndarrays or numbers) for fast replay.
 
     Returns a ``Traced``: call it for the value, ``.grad``, ``.value_and_grad``, ``.vjp``,
@@ -1012,6 +1245,11 @@ def trace(f, *example_args, check=True):
     values.  With ``check=True`` ``f`` runs a second time at random arguments and a
     ``TraceWarning`` says when such a value or the recorded structure changed.
 
+    Runs of elementwise ops over at least 65,536 elements are compiled into loops of their own
+    on first use (``numbagrad/codegen.py``: about 5-10 s per kernel the first time on a
+    machine, cached on disk after); ``codegen=False`` keeps them interpreted, ``True``
+    compiles runs of any size.
+
     >>> import numpy as np, numbagrad as ng
     >>> rosen = ng.trace(lambda x: (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum(),
     ...                  np.zeros(3))
@@ -1020,7 +1258,7 @@ def trace(f, *example_args, check=True):
     """
     if not callable(f):
         raise TypeError(f"trace: f must be callable, got {type(f).__name__}")
-    return Traced(f, *example_args, check=check)
+    return Traced(f, *example_args, check=check, codegen=codegen)
 
 
 def _key(a):

@@ -1,0 +1,419 @@
+"""Large fused segments compiled to straight loops.
+
+The block interpreter of ``fusion.py`` sweeps any segment with a fixed set of compiled
+kernels, but each op still loads and stores a block of scratch: on W1 and W3 that is 10x
+the cost of a hand-written loop that keeps every intermediate in a register.  For segments
+of many elements a replay therefore writes the segment out as Python source, one line per
+op calling the same rule functions (``ops.unary_f``, ``ops.binary_da``, ...) with the
+opcode as a literal so that LLVM folds each call to its one line, and compiles it with
+Numba: the loop a person would write by hand.
+
+The source depends only on the segment's structure (opcodes, which operands are inside the
+segment, single values or views, which nodes are read outside it, the dtype and the small
+integer exponents); offsets and constants are arguments.  It is written to a file named by
+its hash in the kernel directory (``NUMBAGRAD_KERNEL_DIR``, by default
+``~/.cache/numbagrad/kernels``) and compiled there with ``cache=True``, so a later process,
+or another trace of the same shape of graph, loads the machine code instead of compiling it
+(about 2 s per kernel on a cold cache).
+
+Nothing from the tape but integers reaches the source: opcodes select fixed templates and
+every offset is read at run time from arrays the tape's validator has already checked.
+"""
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+
+import numpy as np
+
+from .ops import LEAF, GATHER, POW_C, ADD, SUM, MEAN
+from .sweeps import PAR_MIN
+
+# segments of at least this many elements are compiled (``ng.trace(..., codegen=...)``)
+MIN_ELEMENTS = 1 << 16
+VERSION = 1  # bump when the templates change: old kernel files are then never loaded
+
+_lock = threading.Lock()
+_modules = {}
+
+
+def kernel_dir():
+    """Where generated kernel sources (and, next to them, Numba's caches) live."""
+    d = os.environ.get("NUMBAGRAD_KERNEL_DIR")
+    if not d:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        d = os.path.join(base, "numbagrad", "kernels")
+    try:
+        os.makedirs(d, exist_ok=True)
+        if os.access(d, os.W_OK):
+            return d
+    except OSError:
+        pass
+    d = os.path.join(tempfile.gettempdir(), f"numbagrad-kernels-{os.getuid()}")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+class Segment:
+    """A fused segment (``fusion.plan_segments``) compiled to straight loops.
+
+    Its kernels take ``XS``, a tuple of the arrays its vector inputs are read from (the value
+    buffer, or an argument's own array), ``TS``, the arrays its adjoints are added into (the
+    adjoint buffer, or a gradient's output array), the value and adjoint buffers themselves
+    (single values, stored values, adjoints read in) and ``O``, every offset.
+    ``inputs``/``targets`` say which node each slot of ``XS``/``TS`` stands for.
+    """
+
+    def __init__(self, t, ext, adj_off, start, stop, dtype, batch_node=-1):
+        self.start, self.stop = start, stop
+        self.n = int(t.sizes[start])
+        self.dtype = np.dtype(dtype)
+        opcodes = t.opcodes
+        tail = stop - 1
+        self.closing = int(opcodes[tail]) if opcodes[tail] in (SUM, MEAN) else -1
+        last = tail if self.closing >= 0 else stop
+
+        def operands(i):
+            return [int(a) for a in t.args[t.arg_ptr[i]:t.arg_ptr[i + 1]]]
+
+        def consts(i):
+            c = [float(v) for v in t.consts[t.const_ptr[i]:t.const_ptr[i + 1]]]
+            return c + [0.0] * (2 - len(c))
+
+        nodes = [i for i in range(start, last) if opcodes[i] != LEAF and ext[i] > 0]
+        inside = set(nodes)
+        O, C = [], []                   # offsets and constants, read at run time
+        inputs, targets = {}, {}        # (node, shift) -> slot of XS / TS
+        one_in, one_tgt = {}, {}        # node -> index into O / slot of the sums
+        src, tgt, cexpr = {}, {}, {}
+
+        def slot(table, key):
+            if key not in table:
+                table[key] = len(table)
+            return table[key]
+
+        for i in nodes:
+            op = int(opcodes[i])
+            if op == GATHER:  # a contiguous view of an outside value (fusion._is_view)
+                a = operands(i)[0]
+                shift = int(t.iparams[t.iparam_ptr[i]])
+                src[i, 0] = f"x{slot(inputs, (a, shift))}"
+                tgt[i, 0] = None if adj_off[a] < 0 else ("v", slot(targets, (a, shift)))
+                continue
+            for r, a in enumerate(operands(i)[:2]):
+                if a in inside:
+                    src[i, r], tgt[i, r] = f"v{a}", None if adj_off[a] < 0 else ("g", a)
+                elif t.sizes[a] == 1:
+                    if a not in one_in:
+                        one_in[a] = len(O)
+                        O.append(int(t.val_off[a]))
+                    src[i, r] = f"buf[O[{one_in[a]}]]"
+                    tgt[i, r] = None if adj_off[a] < 0 else ("s", slot(one_tgt, a))
+                else:
+                    src[i, r] = f"x{slot(inputs, (a, 0))}"
+                    tgt[i, r] = None if adj_off[a] < 0 else ("v", slot(targets, (a, 0)))
+            c = consts(i)
+            for r in range(2):
+                if op == POW_C and r == 0 and c[0] in (0.0, 1.0, 2.0, 3.0):
+                    cexpr[i, r] = repr(c[0])  # folded: x * x instead of pow()
+                else:
+                    cexpr[i, r] = f"C[{len(C)}]"
+                    C.append(c[r])
+
+        # a target all of whose node's consumers are in this segment, covering the node's whole
+        # adjoint, and the node's only target here, is assigned (no zeroing, no read)
+        consumers = np.repeat(np.arange(len(opcodes)), np.diff(t.arg_ptr))
+        sole = set()
+        for (a, shift), j in targets.items():
+            users = consumers[t.args == a]
+            if shift == 0 and t.sizes[a] == self.n and all(start <= u < stop for u in users) \
+                    and sum(1 for (b, _) in targets if b == a) == 1:
+                sole.add(j)
+        self.assigned = {a for (a, _), j in targets.items() if j in sole}
+
+        x_off = [0] * len(inputs)
+        for (a, shift), j in inputs.items():
+            x_off[j] = len(O)
+            O.append(int(t.val_off[a]) + shift)
+        t_off = [0] * len(targets)
+        for (a, shift), j in targets.items():
+            t_off[j] = len(O)
+            O.append(int(adj_off[a]) + shift)
+        stored = {i: len(O) + k for k, i in enumerate(i for i in nodes if ext[i] == 2)}
+        O.extend(int(t.val_off[i]) for i in stored)
+        adj_in = {i: len(O) + k for k, i in enumerate(i for i in stored if adj_off[i] >= 0)}
+        O.extend(int(adj_off[i]) for i in adj_in)
+        closed = operands(tail)[0] if self.closing >= 0 else -1
+        if self.closing >= 0:
+            self.closing_count = consts(tail)[0]
+            self.closing_off = int(t.val_off[tail])
+            self.closing_adj = int(adj_off[tail])
+
+        self.O = np.array(O, dtype=np.int64)
+        self.C = np.array(C, dtype=dtype)
+        self.inputs = sorted(inputs, key=inputs.get)      # slot j: (node, shift)
+        self.targets = sorted(targets, key=targets.get)
+        self.x_off = [int(self.O[k]) for k in x_off]      # default: in the value buffer
+        self.t_off = [int(self.O[k]) for k in t_off]      # default: in the adjoint buffer
+        self._x_at, self._t_at = x_off, t_off
+        self.one_targets = np.array([int(adj_off[a]) for a in sorted(one_tgt, key=one_tgt.get)],
+                                    dtype=np.int64)
+        # views at different offsets of one operand add into overlapping adjoint elements:
+        # chunks of the parallel loop then run in two phases, each wider than the spread
+        shifts = [s for (_, s) in targets] or [0]
+        self.spread = max(shifts) - min(shifts)
+
+        # a batch kernel (rows of one argument in parallel, each row's value and gradient in one
+        # pass) for a graph that is this segment over one argument ``batch_node`` and constants
+        self.batch = batch_node >= 0 and self.closing >= 0 and not one_tgt \
+            and all(a == batch_node for a, _ in self.targets) \
+            and batch_node not in one_in
+        batch_x = [j for (a, _), j in inputs.items() if a == batch_node] if self.batch else None
+        text = "\n".join(_source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored,
+                                 adj_in, closed, self.closing, len(one_tgt), batch_x)) + "\n"
+        key = hashlib.sha1(f"{VERSION} {self.dtype.str}\n{text}".encode()).hexdigest()[:20]
+        self.module = _load(key, text)
+
+    def chunks(self, nthreads):
+        """(chunks, phases) of the element loop: serial below PAR_MIN, two phases with views."""
+        if self.n < PAR_MIN or nthreads < 2:
+            return 1, 1
+        if self.spread == 0:
+            return nthreads, 1
+        return (2 * nthreads, 2) if self.n // (2 * nthreads) > self.spread else (1, 1)
+
+    def _offsets(self, xs_off, ts_off):
+        O = self.O
+        if xs_off is not None or ts_off is not None:
+            O = O.copy()
+            for k, off in zip(self._x_at, xs_off or ()):
+                O[k] = off
+            for k, off in zip(self._t_at, ts_off or ()):
+                O[k] = off
+        return O
+
+    def forward(self, buf, nthreads, XS=None, xs_off=None):
+        """Values from the inputs in ``XS`` (default: all in ``buf``)."""
+        nchunks, _ = self.chunks(nthreads)
+        XS = XS if XS is not None else (buf,) * len(self.inputs) or (buf,)
+        total, _ = self.module.forward(XS, (buf,), buf, buf, self._offsets(xs_off, None),
+                                       self.C, self.n, nchunks, 1, self.dtype.type(0))
+        self._store_closing(buf, total)
+
+    def reverse(self, buf, adj, g_tail, nthreads, XS=None, xs_off=None, TS=None, ts_off=None):
+        """Adjoints into ``TS`` (default: all in ``adj``), the closing seed ``g_tail``."""
+        nchunks, phases = self.chunks(nthreads)
+        XS = XS if XS is not None else (buf,) * len(self.inputs) or (buf,)
+        TS = TS if TS is not None else (adj,) * len(self.targets) or (adj,)
+        _, sums = self.module.reverse(XS, TS, buf, adj, self._offsets(xs_off, ts_off), self.C,
+                                   self.n, nchunks, phases, self.dtype.type(g_tail))
+        self._add_sums(adj, sums)
+
+    def value_and_grad(self, buf, adj, g_tail, nthreads, XS=None, xs_off=None, TS=None,
+                       ts_off=None):
+        """forward and reverse in one pass, for a segment whose closing sum is the output."""
+        nchunks, phases = self.chunks(nthreads)
+        XS = XS if XS is not None else (buf,) * len(self.inputs) or (buf,)
+        TS = TS if TS is not None else (adj,) * len(self.targets) or (adj,)
+        total, sums = self.module.value_and_grad(XS, TS, buf, adj, self._offsets(xs_off, ts_off),
+                                                 self.C, self.n, nchunks, phases,
+                                                 self.dtype.type(g_tail))
+        self._store_closing(buf, total)
+        self._add_sums(adj, sums)
+
+    def value_and_grad_batch(self, X, G, vals, buf, g_tail, shifts):
+        """Rows of X (B, w) in parallel: ``vals`` the closing sums, ``G`` (zeros, or assigned
+        whole) the gradients; ``shifts``: offsets of the batched argument's input slots."""
+        O = self.O.copy()
+        for j, sh in shifts.items():
+            O[self._x_at[j]] = sh
+        for j, (_, sh) in enumerate(self.targets):
+            O[self._t_at[j]] = sh
+        self.module.batch(X, G, vals, buf, O, self.C, self.n, self.dtype.type(g_tail))
+        if self.closing == MEAN:
+            vals /= self.closing_count
+
+    def closing_seed(self, adj):
+        """The adjoint the closing SUM/MEAN feeds each element (``fusion.closing_seed``)."""
+        if self.closing < 0 or self.closing_adj < 0:
+            return 0.0
+        g = float(adj[self.closing_adj])
+        return g / self.closing_count if self.closing == MEAN else g
+
+    def _store_closing(self, buf, total):
+        if self.closing == SUM:
+            buf[self.closing_off] = total
+        elif self.closing == MEAN:
+            buf[self.closing_off] = total / self.closing_count
+
+    def _add_sums(self, adj, sums):
+        if len(self.one_targets):
+            np.add.at(adj, self.one_targets, sums.sum(axis=0).astype(adj.dtype))
+
+
+def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in, closed, closing,
+            n_one, batch_x=None):
+    """The kernel module's text: forward, reverse and value_and_grad of one segment, and
+    batch when ``batch_x`` lists the input slots that read the batched argument."""
+    L = []
+    emit = L.append
+    emit("# generated by numbagrad.codegen from a fused segment's structure; do not edit")
+    emit("import numpy as np")
+    emit("from numba import njit, prange")
+    emit("from numbagrad.ops import IEEE, unary_f, unary_d, binary_f, binary_da, binary_db")
+
+    def forward_body(ind, store):
+        for j in range(len(x_off)):
+            emit(f"{ind}x{j} = X{j}[k]")
+        for i in nodes:
+            op = int(opcodes[i])
+            if op == GATHER:
+                emit(f"{ind}v{i} = {src[i, 0]}")
+            elif op < ADD:
+                emit(f"{ind}v{i} = unary_f({op}, {src[i, 0]}, {cexpr[i, 0]}, {cexpr[i, 1]})")
+            else:
+                emit(f"{ind}v{i} = binary_f({op}, {src[i, 0]}, {src[i, 1]})")
+            if store and i in stored:
+                emit(f"{ind}Y{i}[k] = v{i}")
+        if closing >= 0:
+            emit(f"{ind}acc += v{closed}")
+
+    def reverse_body(ind, outside=True):
+        have, started = set(), set()
+        for i in nodes:
+            if i in adj_in and outside:
+                emit(f"{ind}g{i} = GI{i}[k]")
+                have.add(i)
+        if closing >= 0:
+            emit(f"{ind}g{closed} = " + (f"g{closed} + g_tail" if closed in have else "g_tail"))
+            have.add(closed)
+
+        def add(target, expr):
+            kind, key = target
+            if kind == "g":
+                emit(f"{ind}g{key} = g{key} + {expr}" if key in have else f"{ind}g{key} = {expr}")
+                have.add(key)
+            elif kind == "v":
+                emit(f"{ind}a{key} = a{key} + {expr}" if key in started else f"{ind}a{key} = {expr}")
+                started.add(key)
+            else:
+                emit(f"{ind}s{key} += {expr}")
+
+        for i in reversed(nodes):
+            if i not in have:
+                continue  # no adjoint reaches it
+            op = int(opcodes[i])
+            if op == GATHER:
+                if tgt[i, 0] is not None:
+                    add(tgt[i, 0], f"g{i}")
+            elif op < ADD:
+                if tgt[i, 0] is not None:
+                    add(tgt[i, 0], f"g{i} * unary_d({op}, {src[i, 0]}, v{i}, {cexpr[i, 0]}, "
+                                   f"{cexpr[i, 1]})")
+            else:
+                a, b = src[i, 0], src[i, 1]
+                if tgt[i, 0] is not None:
+                    add(tgt[i, 0], f"g{i} * binary_da({op}, {a}, {b}, v{i})")
+                if tgt[i, 1] is not None:
+                    add(tgt[i, 1], f"g{i} * binary_db({op}, {a}, {b}, v{i})")
+        for j in range(len(t_off)):
+            if j in sole:
+                emit(f"{ind}T{j}[k] = a{j}" if j in started else f"{ind}T{j}[k] = 0.0")
+            elif j in started:
+                emit(f"{ind}T{j}[k] += a{j}")
+
+    def kernel(name, fwd, rev):
+        emit("")
+        emit("")
+        emit("@njit(**IEEE, cache=True, parallel=True)")
+        emit(f"def {name}(XS, TS, buf, adj, O, C, n, nchunks, phases, g_tail):")
+        emit("    partial = np.zeros(nchunks)")
+        emit(f"    sums = np.zeros((nchunks, {max(n_one, 1)}))")
+        emit("    for phase in range(phases):")
+        emit("        for c in prange(nchunks):")
+        emit("            if c % phases == phase:")
+        ind = " " * 16
+        emit(f"{ind}lo = c * n // nchunks")
+        emit(f"{ind}hi = (c + 1) * n // nchunks")
+        # slices indexed by the loop counter: Numba then drops its negative-index wraparound
+        # check, which would keep the loop from vectorising
+        for j, k in enumerate(x_off):
+            emit(f"{ind}X{j} = XS[{j}][O[{k}] + lo:O[{k}] + hi]")
+        if fwd:
+            for i, k in stored.items():
+                emit(f"{ind}Y{i} = buf[O[{k}] + lo:O[{k}] + hi]")
+        if rev:
+            for i, k in adj_in.items():
+                emit(f"{ind}GI{i} = adj[O[{k}] + lo:O[{k}] + hi]")
+            for j, k in enumerate(t_off):
+                emit(f"{ind}T{j} = TS[{j}][O[{k}] + lo:O[{k}] + hi]")
+            for j in range(n_one):
+                emit(f"{ind}s{j} = 0.0")
+        emit(f"{ind}acc = 0.0")
+        emit(f"{ind}for k in range(hi - lo):")
+        forward_body(ind + "    ", fwd)
+        if rev:
+            reverse_body(ind + "    ")
+        emit(f"{ind}partial[c] = acc")
+        for j in range(n_one if rev else 0):
+            emit(f"{ind}sums[c, {j}] = s{j}")
+        emit("    return partial.sum(), sums")
+
+    kernel("forward", True, False)
+    kernel("reverse", False, True)
+    kernel("value_and_grad", True, True)
+    if batch_x is not None:
+        # one row per iteration: the argument's row and its gradient's row stand in for the
+        # buffers; nothing is read outside the segment, so nothing is stored or read in
+        emit("")
+        emit("")
+        emit("@njit(**IEEE, cache=True, parallel=True)")
+        emit("def batch(X, G, vals, buf, O, C, n, g_tail):")
+        emit("    for r in prange(X.shape[0]):")
+        ind = " " * 8
+        emit(f"{ind}Xr = X[r]")
+        emit(f"{ind}Gr = G[r]")
+        for j, k in enumerate(x_off):
+            arr = "Xr" if j in batch_x else "buf"
+            emit(f"{ind}X{j} = {arr}[O[{k}]:O[{k}] + n]")
+        for j, k in enumerate(t_off):
+            emit(f"{ind}T{j} = Gr[O[{k}]:O[{k}] + n]")
+        emit(f"{ind}acc = 0.0")
+        emit(f"{ind}for k in range(n):")
+        forward_body(ind + "    ", False)
+        reverse_body(ind + "    ", outside=False)
+        emit(f"{ind}vals[r] = acc")
+    return L
+
+
+def _load(key, text):
+    """The module compiled from ``text``, written once to the kernel directory as
+    ``ng_<key>.py`` (atomically, so processes sharing the directory never read half a file,
+    and never rewritten, so Numba's on-disk cache of it stays valid)."""
+    with _lock:
+        mod = _modules.get(key)
+        if mod is not None:
+            return mod
+        name = f"ng_{key}"
+        path = os.path.join(kernel_dir(), name + ".py")
+        try:
+            with open(path) as fh:
+                same = fh.read() == text
+        except OSError:
+            same = False
+        if not same:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        # registered under its name before it runs: Numba finds a function's module through
+        # sys.modules, and a cached kernel's environment is rebuilt by importing it by name
+        modname = f"numbagrad_kernel_{key}"
+        spec = importlib.util.spec_from_file_location(modname, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = mod
+        spec.loader.exec_module(mod)
+        _modules[key] = mod
+        return mod

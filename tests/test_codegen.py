@@ -1,0 +1,172 @@
+"""Segments compiled to straight loops (codegen.py) equal the interpreted replay.
+
+Every case here is a new segment structure, so a cold kernel cache compiles a few kernels
+per case (about 5 s each); they are cached in the kernel directory after."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import numbagrad as ng
+from numbagrad import codegen
+
+from test_fusion import CASES
+
+
+def pair(f, xs, **kw):
+    return ng.trace(f, *xs, codegen=False, **kw), ng.trace(f, *xs, codegen=True, **kw)
+
+
+def flat(r):
+    return [z for x in r for z in flat(x)] if isinstance(r, (tuple, list)) else [r]
+
+
+def assert_same(a, b, rtol=1e-10):
+    a, b = flat(a), flat(b)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(y, x, rtol=rtol, atol=1e-12)
+
+
+@pytest.fixture(params=["serial", "chunks"])
+def chunking(request, monkeypatch):
+    """Serial loops, or chunks over two threads (phases where views overlap) at small sizes."""
+    if request.param == "chunks":
+        monkeypatch.setattr(codegen, "PAR_MIN", 64)
+    return request.param
+
+
+@pytest.mark.parametrize("name", sorted(k for k in CASES if k != "scalar_graph"))
+def test_compiled_replay_matches_interpreted(name, chunking):
+    f, shapes = CASES[name]
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal(s) for s in shapes]
+    interp, comp = pair(f, xs)
+    assert comp._compiled() and not interp._compiled()
+    for _ in range(2):  # buffers reused: nothing may depend on what the last call left
+        assert_same(interp.value_and_grad(*xs), comp.value_and_grad(*xs))
+        xs = [x * 0.9 + 0.05 for x in xs]
+    assert_same(interp(*xs), comp(*xs))
+
+
+def test_vjp_and_outputs_read_outside_through_compiled_segments():
+    def f(x, w):
+        h = ng.tanh(x * w + 0.5)          # a segment whose values and adjoints leave it
+        return h * ng.exp(-x) + h.max() * x  # the max reads h outside
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal(500), rng.standard_normal(1)]
+    interp, comp = pair(f, xs)
+    v = rng.standard_normal(500)
+    assert_same(interp.vjp(xs, v), comp.vjp(xs, v))
+    assert_same(interp(*xs), comp(*xs))
+    g = lambda x, w: f(x, w).sum()
+    interp, comp = pair(g, xs)
+    assert_same(interp.value_and_grad(*xs), comp.value_and_grad(*xs))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_receives_the_gradient_and_is_returned(dtype):
+    rosen = CASES["rosenbrock"][0]
+    x = np.random.default_rng(2).standard_normal(1000).astype(dtype)
+    interp, comp = pair(rosen, [x])
+    expected = interp.grad(x)
+    for f in (interp, comp):
+        out = np.full_like(x, np.nan)
+        v, g = f.value_and_grad(x, out=out)
+        assert g is out
+        np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-10)
+    with pytest.raises(ValueError, match="out for x"):
+        comp.grad(x, out=np.zeros(999, dtype))
+    with pytest.raises(ValueError, match="out for x"):
+        comp.grad(x, out=np.zeros(1000, np.float64 if dtype == np.float32 else np.float32))
+    with pytest.raises(ValueError, match="1 array"):
+        comp.grad(x, out=(np.zeros_like(x), np.zeros_like(x)))
+
+
+def test_arguments_read_in_place_or_copied_alike():
+    f = CASES["notebook"][0]
+    x = np.random.default_rng(3).standard_normal(5000)  # above SMALL_IO_MAX
+    interp, comp = pair(f, [x])
+    assert comp._compiled() and comp._cg_in and comp._cg_out[0][1]  # read, assigned in place
+    expected = interp.value_and_grad(x)
+    ro = x.copy()
+    ro.flags.writeable = False
+    strided = np.repeat(x, 2)[::2]
+    for arg in (x, ro, strided, list(x)):
+        assert_same(expected, comp.value_and_grad(arg))
+    out = np.empty(10000)[::2]  # not contiguous: filled from a scratch gradient
+    assert comp.grad(x, out=out) is out
+    np.testing.assert_allclose(out, expected[1], rtol=1e-12)
+
+
+def test_grad_batch_whole_rows_in_one_kernel():
+    rosen = CASES["rosenbrock"][0]
+    X = np.random.default_rng(4).standard_normal((40, 30))
+    interp, comp = pair(rosen, [X[0]])
+    assert comp._batch_kernel(len(X)) is not None and interp._batch_kernel(len(X)) is None
+    assert_same(interp.value_and_grad_batch(X), comp.value_and_grad_batch(X))
+    mean = lambda x: (ng.sin(x) * x[0:30] + 2).mean()  # a view at shift 0 and a MEAN
+    interp, comp = pair(mean, [X[0]])
+    assert comp._batch_kernel(len(X)) is not None
+    assert_same(interp.value_and_grad_batch(X), comp.value_and_grad_batch(X))
+    # more than one segment: rows go through the per-op sweeps
+    two = lambda x: (ng.tanh(x) * x).sum() * ng.exp(x).max()
+    interp, comp = pair(two, [X[0]])
+    assert comp._batch_kernel(len(X)) is None
+    assert_same(interp.value_and_grad_batch(X), comp.value_and_grad_batch(X))
+
+
+def test_output_independent_of_the_arguments_and_ops_after_the_output():
+    c = np.linspace(0.0, 1.0, 300)
+    interp, comp = pair(lambda x: (ng.tensor(c) * 3 + 1).sum(), [np.ones(300)])
+    assert_same(interp.value_and_grad(np.ones(300)), comp.value_and_grad(np.ones(300)))
+
+    def after(x):
+        y = (ng.sin(x) * 2).sum()
+        ng.cos(x) * 5  # recorded on the same tape after the output, never used
+        return y
+    x = np.random.default_rng(6).standard_normal(300)
+    interp, comp = pair(after, [x])
+    for _ in range(2):
+        assert_same(interp.value_and_grad(x), comp.value_and_grad(x))
+
+
+def test_anomaly_mode_uses_the_per_op_sweeps():
+    f = lambda x: ng.log(x).sum()
+    comp = ng.trace(f, np.ones(100), codegen=True)
+    comp.grad(np.ones(100))
+    with ng.detect_anomaly(), pytest.raises(ng.AnomalyError, match="Log"):
+        comp.grad(-np.ones(100))
+
+
+def test_default_compiles_only_large_segments():
+    small = ng.trace(lambda x: (x * x).sum(), np.ones(100))
+    assert small._compiled() == {}
+    big = ng.trace(lambda x: (x * x).sum(), np.ones(codegen.MIN_ELEMENTS))
+    assert list(big._compiled()) == [0]
+    off = ng.trace(lambda x: (x * x).sum(), np.ones(codegen.MIN_ELEMENTS), codegen=False)
+    assert off._compiled() == {}
+
+
+def test_kernels_are_files_loaded_from_numba_cache_in_a_new_process(tmp_path):
+    script = textwrap.dedent("""
+        import numpy as np, numbagrad as ng
+        f = ng.trace(lambda x: (ng.sqrt(x * x + 1.5) * 3).mean(), np.ones(50), codegen=True)
+        g = f.grad(np.arange(50.0))
+        seg = f._compiled()[0]
+        print(seg.module.__file__, sum(seg.module.value_and_grad.stats.cache_hits.values()))
+        assert np.allclose(g, np.arange(50.0) / np.sqrt(np.arange(50.0) ** 2 + 1.5) * 3 / 50)
+    """)
+    env = dict(os.environ, NUMBAGRAD_KERNEL_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    (path1, hits1), (path2, hits2) = (r.stdout.split() for r in runs)
+    assert path1 == path2 and os.path.dirname(path1) == str(tmp_path)
+    assert hits1 == "0" and hits2 == "1"  # compiled once, then loaded from Numba's cache
+    source = open(path1).read()
+    assert "def value_and_grad(" in source and "unary_f(10," in source  # SQRT's opcode
