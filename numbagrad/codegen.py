@@ -35,6 +35,11 @@ from .sweeps import PAR_MIN
 MIN_ELEMENTS = 1 << 16
 VERSION = 1  # bump when the templates change: old kernel files are then never loaded
 
+# the kernels inline ops.py's rules, and Numba re-validates a cached kernel against its own
+# file only: a kernel's name carries ops.py's digest, so an edited rule means a new kernel
+with open(os.path.join(os.path.dirname(__file__), "ops.py"), "rb") as _fh:
+    _OPS_DIGEST = hashlib.sha1(_fh.read()).hexdigest()[:12]
+
 _lock = threading.Lock()
 _modules = {}
 
@@ -173,7 +178,8 @@ class Segment:
         batch_x = [j for (a, _), j in inputs.items() if a == batch_node] if self.batch else None
         text = "\n".join(_source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored,
                                  adj_in, closed, self.closing, len(one_tgt), batch_x)) + "\n"
-        key = hashlib.sha1(f"{VERSION} {self.dtype.str}\n{text}".encode()).hexdigest()[:20]
+        key = hashlib.sha1(f"{VERSION} {_OPS_DIGEST} {self.dtype.str}\n{text}".encode()
+                           ).hexdigest()[:20]
         self.module = _load(key, text)
 
     def chunks(self, nthreads):

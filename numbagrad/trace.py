@@ -727,11 +727,18 @@ class Traced:
         if self._small_io is not None:
             flat, at = adj[self._small_io[1]], self._small_io[2]
             return [flat[at[i]:at[i + 1]].reshape(s) for i, s in enumerate(self.arg_shapes)]
-        grads = [None if i in skip else np.zeros(s, dtype=d)
-                 for i, (s, d) in enumerate(zip(self.arg_shapes, self.arg_dtypes))]
-        for g, offs in zip(grads, self._in_adj):
-            for a in offs if g is not None else ():
-                g += adj[a:a + g.size].reshape(g.shape)
+        grads = []
+        for i, (s, d, offs) in enumerate(zip(self.arg_shapes, self.arg_dtypes, self._in_adj)):
+            if i in skip:
+                grads.append(None)
+            elif len(offs) == 1:  # one pass (a copy) instead of zeros and an add
+                a = offs[0]
+                grads.append(adj[a:a + int(np.prod(s, dtype=np.int64))].reshape(s).astype(d))
+            else:
+                g = np.zeros(s, dtype=d)
+                for a in offs:
+                    g += adj[a:a + g.size].reshape(s)
+                grads.append(g)
         return grads
 
     @staticmethod
@@ -1124,7 +1131,9 @@ class Traced:
                            dst, jac, _nblocks(m))
         out = []
         for i, (s, d) in enumerate(zip(self.arg_shapes, self.arg_dtypes)):
-            out.append(jac[:, cols[i]:cols[i + 1]].reshape(self.out_shape + s).astype(d))
+            # one argument: its Jacobian is the whole (fresh) array, returned without a copy
+            out.append(jac[:, cols[i]:cols[i + 1]].reshape(self.out_shape + s).astype(
+                d, copy=len(arrs) > 1))
         return self._pack(out)
 
     def _src_dst(self, which, cols):

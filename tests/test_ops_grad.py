@@ -153,3 +153,46 @@ def test_large_tensors_take_the_parallel_path(rng):
     np.testing.assert_allclose(x.grad.numpy(), (1 - np.tanh(xv) ** 2) * bv - 2 * xv * np.exp(-xv * xv),
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(b.grad.numpy(), np.tanh(xv), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shapes", [((12, 5), (5, 3)), ((16, 7), (7,)), ((2, 9, 4), (2, 4, 3))],
+                         ids=str)
+def test_matmul_adjoint_from_a_few_seeded_rows(shapes, rng):
+    # one seeded output row (a Jacobian row) takes matmul_vjp's sparse-row path; all rows its
+    # dense BLAS path: both must give what the analytic adjoint gives
+    a, b = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
+    out_shape = np.matmul(a, b).shape
+    for seed in (np.eye(1, int(np.prod(out_shape)), 3).reshape(out_shape),
+                 rng.standard_normal(out_shape)):
+        ta, tb = ng.tensor(a, requires_grad=True), ng.tensor(b, requires_grad=True)
+        (ta @ tb).backward(ng.tensor(seed))
+        A, B, G = a, b[..., None] if b.ndim == 1 else b, seed[..., None] if b.ndim == 1 else seed
+        np.testing.assert_allclose(ta.grad.numpy(), G @ np.swapaxes(B, -1, -2), rtol=1e-12)
+        np.testing.assert_allclose(tb.grad.numpy().reshape(-1),
+                                   (np.swapaxes(A, -1, -2) @ G).sum(
+                                       axis=tuple(range(G.ndim - b.ndim))).reshape(-1)
+                                   if b.ndim > 1 else (A.T @ G).reshape(-1), rtol=1e-12)
+
+
+def test_jacobian_rows_of_a_matrix_product_skip_zero_rows():
+    # W5's shape of graph: row r of the Jacobian of tanh(A @ x) seeds only output r, and the
+    # rows of A that the seed does not reach are not multiplied by 0 (an inf there stays out)
+    rng = np.random.default_rng(0)
+    A, x = rng.standard_normal((20, 30)), rng.standard_normal(30)
+    A[0, 5] = np.inf
+    J = ng.trace(lambda v: ng.tanh(ng.tensor(A[1:]) @ v), x).jacobian(x)
+    t = np.tanh(A[1:] @ x)
+    np.testing.assert_allclose(J, (1 - t * t)[:, None] * A[1:], rtol=1e-9, atol=1e-15)
+    J = ng.trace(lambda v: ng.tanh(ng.tensor(A) @ v), x).jacobian(x)
+    assert np.isfinite(J[1:]).all()
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
+def test_bias_rows_broadcast_both_ways(op, rng):
+    # a trailing block (a bias row) against a full operand runs row by row (kernels._by_rows)
+    f = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+         "/": lambda a, b: a / b}[op]
+    full, row = rng.standard_normal((6, 5)), rng.standard_normal(5) + 3.0
+    check_grads(lambda a, b: f(a, b).sum() + f(b, a).sum(), full, row)
+    check_grads(lambda a, b: (f(a, b) * f(b, a)).sum(), rng.standard_normal((3, 4, 5)),
+                rng.standard_normal((4, 5)) + 3.0)
