@@ -14,7 +14,7 @@ integer exponents); offsets and constants are arguments.  It is written to a fil
 its hash in the kernel directory (``NUMBAGRAD_KERNEL_DIR``, by default
 ``~/.cache/numbagrad/kernels``) and compiled there with ``cache=True``, so a later process,
 or another trace of the same shape of graph, loads the machine code instead of compiling it
-(about 2 s per kernel on a cold cache).
+(5-10 s per kernel on a cold cache, about 0.1 s to load).
 
 Nothing from the tape but integers reaches the source: opcodes select fixed templates and
 every offset is read at run time from arrays the tape's validator has already checked.
@@ -33,7 +33,7 @@ from .sweeps import PAR_MIN
 
 # segments of at least this many elements are compiled (``ng.trace(..., codegen=...)``)
 MIN_ELEMENTS = 1 << 16
-VERSION = 1  # bump when the templates change: old kernel files are then never loaded
+VERSION = 2  # bump when the templates change: old kernel files are then never loaded
 
 # the kernels inline ops.py's rules, and Numba re-validates a cached kernel against its own
 # file only: a kernel's name carries ops.py's digest, so an edited rule means a new kernel
@@ -56,7 +56,8 @@ def kernel_dir():
             return d
     except OSError:
         pass
-    d = os.path.join(tempfile.gettempdir(), f"numbagrad-kernels-{os.getuid()}")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    d = os.path.join(tempfile.gettempdir(), f"numbagrad-kernels-{uid}")
     os.makedirs(d, exist_ok=True)
     return d
 
@@ -114,17 +115,17 @@ class Segment:
                     if a not in one_in:
                         one_in[a] = len(O)
                         O.append(int(t.val_off[a]))
-                    src[i, r] = f"buf[O[{one_in[a]}]]"
+                    src[i, r] = f"u{one_in[a]}"
                     tgt[i, r] = None if adj_off[a] < 0 else ("s", slot(one_tgt, a))
                 else:
                     src[i, r] = f"x{slot(inputs, (a, 0))}"
                     tgt[i, r] = None if adj_off[a] < 0 else ("v", slot(targets, (a, 0)))
             c = consts(i)
-            for r in range(2):
+            for r in range(2 if op < ADD else 0):  # binary rules take no constants
                 if op == POW_C and r == 0 and c[0] in (0.0, 1.0, 2.0, 3.0):
                     cexpr[i, r] = repr(c[0])  # folded: x * x instead of pow()
                 else:
-                    cexpr[i, r] = f"C[{len(C)}]"
+                    cexpr[i, r] = f"c{len(C)}"
                     C.append(c[r])
 
         # a target all of whose node's consumers are in this segment, covering the node's whole
@@ -177,7 +178,8 @@ class Segment:
             and batch_node not in one_in
         batch_x = [j for (a, _), j in inputs.items() if a == batch_node] if self.batch else None
         text = "\n".join(_source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored,
-                                 adj_in, closed, self.closing, len(one_tgt), batch_x)) + "\n"
+                                 adj_in, closed, self.closing, len(one_tgt), batch_x,
+                                 sorted(one_in.values()), len(C))) + "\n"
         key = hashlib.sha1(f"{VERSION} {_OPS_DIGEST} {self.dtype.str}\n{text}".encode()
                            ).hexdigest()[:20]
         self.module = _load(key, text)
@@ -260,7 +262,7 @@ class Segment:
 
 
 def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in, closed, closing,
-            n_one, batch_x=None):
+            n_one, batch_x=None, one_in=(), n_const=0):
     """The kernel module's text: forward, reverse and value_and_grad of one segment, and
     batch when ``batch_x`` lists the input slots that read the batched argument."""
     L = []
@@ -269,6 +271,14 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
     emit("import numpy as np")
     emit("from numba import njit, prange")
     emit("from numbagrad.ops import IEEE, unary_f, unary_d, binary_f, binary_da, binary_db")
+
+    def single_values(ind):
+        # single values and constants read once, before the loops: the loops store into arrays
+        # LLVM cannot tell apart from these, so it would load them again for every element
+        for k in one_in:
+            emit(f"{ind}u{k} = buf[O[{k}]]")
+        for k in range(n_const):
+            emit(f"{ind}c{k} = C[{k}]")
 
     def forward_body(ind, store):
         for j in range(len(x_off)):
@@ -335,6 +345,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
         emit("")
         emit("@njit(**IEEE, cache=True, parallel=True)")
         emit(f"def {name}(XS, TS, buf, adj, O, C, n, nchunks, phases, g_tail):")
+        single_values("    ")
         emit("    partial = np.zeros(nchunks)")
         emit(f"    sums = np.zeros((nchunks, {max(n_one, 1)}))")
         emit("    for phase in range(phases):")
@@ -377,6 +388,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
         emit("")
         emit("@njit(**IEEE, cache=True, parallel=True)")
         emit("def batch(X, G, vals, buf, O, C, n, g_tail):")
+        single_values("    ")
         emit("    for r in prange(X.shape[0]):")
         ind = " " * 8
         emit(f"{ind}Xr = X[r]")
