@@ -959,9 +959,13 @@ class Traced:
         for i, (k, assigned) in self._cg_out.items():
             g = outs[i] if outs is not None and outs[i].flags.c_contiguous else \
                 np.empty(self.arg_shapes[i], dtype=self.dtype)
+            flat = g.reshape(-1)
             if not assigned:  # the segment adds into it
-                g[...] = 0
-            gout[k], grads[i] = g.reshape(-1), g
+                if flat.size >= codegen.PAR_MIN and numba.get_num_threads() > 1:
+                    codegen.zero_fill(flat, numba.get_num_threads())
+                else:
+                    flat[:] = 0
+            gout[k], grads[i] = flat, g
         o = self._adj_off[self._out_node]
         final = self._cg_final >= 0 and o >= 0
         self._run_forward(buf, chunks, direct, skip_final=final)
