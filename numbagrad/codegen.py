@@ -76,6 +76,11 @@ def kernel_dir():
     return d
 
 
+def consumers_of(t):
+    """For each entry of ``t.args``, the node that reads it."""
+    return np.repeat(np.arange(len(t.opcodes)), np.diff(t.arg_ptr))
+
+
 class Segment:
     """A fused segment (``fusion.plan_segments``) compiled to straight loops.
 
@@ -144,7 +149,7 @@ class Segment:
 
         # a target all of whose node's consumers are in this segment, covering the node's whole
         # adjoint, and the node's only target here, is assigned (no zeroing, no read)
-        consumers = np.repeat(np.arange(len(opcodes)), np.diff(t.arg_ptr))
+        consumers = consumers_of(t)
         sole = set()
         for (a, shift), j in targets.items():
             users = consumers[t.args == a]
@@ -207,6 +212,7 @@ class Segment:
         return (2 * nthreads, 2) if self.n // (2 * nthreads) > self.spread else (1, 1)
 
     def _offsets(self, xs_off, ts_off):
+        """``O`` with the input and adjoint slots moved to ``xs_off``/``ts_off`` (None: kept)."""
         O = self.O
         if xs_off is not None or ts_off is not None:
             O = O.copy()
@@ -216,43 +222,39 @@ class Segment:
                 O[k] = off
         return O
 
+    def _run(self, kernel, buf, adj, g_tail, nthreads, XS, xs_off, TS, ts_off, phased=True):
+        """Call one of the module's kernels; inputs default to ``buf``, targets to ``adj``."""
+        nchunks, phases = self.chunks(nthreads)
+        XS = XS if XS is not None else (buf,) * len(self.inputs) or (buf,)
+        TS = TS if TS is not None else (adj,) * len(self.targets) or (adj,)
+        return kernel(XS, TS, buf, adj, self._offsets(xs_off, ts_off), self.C, self.n, nchunks,
+                      phases if phased else 1, self.dtype.type(g_tail))
+
     def forward(self, buf, nthreads, XS=None, xs_off=None):
         """Values from the inputs in ``XS`` (default: all in ``buf``)."""
-        nchunks, _ = self.chunks(nthreads)
-        XS = XS if XS is not None else (buf,) * len(self.inputs) or (buf,)
-        total, _ = self.module.forward(XS, (buf,), buf, buf, self._offsets(xs_off, None),
-                                       self.C, self.n, nchunks, 1, self.dtype.type(0))
+        total, _ = self._run(self.module.forward, buf, buf, 0.0, nthreads, XS, xs_off, (buf,),
+                             None, phased=False)
         self._store_closing(buf, total)
 
     def reverse(self, buf, adj, g_tail, nthreads, XS=None, xs_off=None, TS=None, ts_off=None):
         """Adjoints into ``TS`` (default: all in ``adj``), the closing seed ``g_tail``."""
-        nchunks, phases = self.chunks(nthreads)
-        XS = XS if XS is not None else (buf,) * len(self.inputs) or (buf,)
-        TS = TS if TS is not None else (adj,) * len(self.targets) or (adj,)
-        _, sums = self.module.reverse(XS, TS, buf, adj, self._offsets(xs_off, ts_off), self.C,
-                                   self.n, nchunks, phases, self.dtype.type(g_tail))
+        _, sums = self._run(self.module.reverse, buf, adj, g_tail, nthreads, XS, xs_off, TS,
+                            ts_off)
         self._add_sums(adj, sums)
 
     def value_and_grad(self, buf, adj, g_tail, nthreads, XS=None, xs_off=None, TS=None,
                        ts_off=None):
         """forward and reverse in one pass, for a segment whose closing sum is the output."""
-        nchunks, phases = self.chunks(nthreads)
-        XS = XS if XS is not None else (buf,) * len(self.inputs) or (buf,)
-        TS = TS if TS is not None else (adj,) * len(self.targets) or (adj,)
-        total, sums = self.module.value_and_grad(XS, TS, buf, adj, self._offsets(xs_off, ts_off),
-                                                 self.C, self.n, nchunks, phases,
-                                                 self.dtype.type(g_tail))
+        total, sums = self._run(self.module.value_and_grad, buf, adj, g_tail, nthreads, XS,
+                                xs_off, TS, ts_off)
         self._store_closing(buf, total)
         self._add_sums(adj, sums)
 
     def value_and_grad_batch(self, X, G, vals, buf, g_tail, shifts):
         """Rows of X (B, w) in parallel: ``vals`` the closing sums, ``G`` (zeros, or assigned
         whole) the gradients; ``shifts``: offsets of the batched argument's input slots."""
-        O = self.O.copy()
-        for j, sh in shifts.items():
-            O[self._x_at[j]] = sh
-        for j, (_, sh) in enumerate(self.targets):
-            O[self._t_at[j]] = sh
+        O = self._offsets([shifts.get(j, off) for j, off in enumerate(self.x_off)],
+                          [sh for _, sh in self.targets])
         self.module.batch(X, G, vals, buf, O, self.C, self.n, self.dtype.type(g_tail))
         if self.closing == MEAN:
             vals /= self.closing_count
@@ -354,12 +356,15 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
             elif j in started:
                 emit(f"{ind}T{j}[k] += a{j}")
 
-    def kernel(name, fwd, rev):
+    def header(signature):
         emit("")
         emit("")
         emit("@njit(**IEEE, cache=True, parallel=True)")
-        emit(f"def {name}(XS, TS, buf, adj, O, C, n, nchunks, phases, g_tail):")
+        emit(f"def {signature}:")
         single_values("    ")
+
+    def kernel(name, fwd, rev):
+        header(f"{name}(XS, TS, buf, adj, O, C, n, nchunks, phases, g_tail)")
         emit("    partial = np.zeros(nchunks)")
         emit(f"    sums = np.zeros((nchunks, {max(n_one, 1)}))")
         emit("    for phase in range(phases):")
@@ -398,11 +403,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
     if batch_x is not None:
         # one row per iteration: the argument's row and its gradient's row stand in for the
         # buffers; nothing is read outside the segment, so nothing is stored or read in
-        emit("")
-        emit("")
-        emit("@njit(**IEEE, cache=True, parallel=True)")
-        emit("def batch(X, G, vals, buf, O, C, n, g_tail):")
-        single_values("    ")
+        header("batch(X, G, vals, buf, O, C, n, g_tail)")
         emit("    for r in prange(X.shape[0]):")
         ind = " " * 8
         emit(f"{ind}Xr = X[r]")

@@ -520,16 +520,8 @@ class Traced:
         self._plan = plan_fusion(replay, adj_off, self._total,
                                  keep=[out_node] + [g[0] for g in self._guards])
         ext = self._plan.ext
-        slots = np.flatnonzero((adj_off >= 0) & (ext != 1))
-        starts, ends = adj_off[slots], adj_off[slots] + replay.sizes[slots]
-        order = np.argsort(starts)
-        ranges = []
-        for a, b in zip(starts[order].tolist(), ends[order].tolist()):
-            if ranges and ranges[-1][1] == a:
-                ranges[-1][1] = b
-            else:
-                ranges.append([a, b])
-        self._zero_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 2)  # (lo, hi) rows
+        self._zero_ranges = np.array(self._ranges(np.flatnonzero((adj_off >= 0) & (ext != 1))),
+                                     dtype=np.int64).reshape(-1, 2)  # (lo, hi) rows
         # where each argument's gradient sits in the adjoint buffer: (adjoint offset) per node
         self._in_adj = [[int(adj_off[k]) for k in ns if adj_off[k] >= 0] for ns in in_nodes]
         self._small_io = self._plan_small_io(replay, adj_off)
@@ -852,7 +844,7 @@ class Traced:
         # arguments read straight from the caller's array (every reader a compiled segment) and
         # gradients written straight into the returned array (every reader in one compiled
         # segment that the reverse sweeps whole): (node, whether the segment assigns it)
-        consumers = np.repeat(np.arange(n), np.diff(t.arg_ptr))
+        consumers = codegen.consumers_of(t)
         home = np.full(n, -1, dtype=np.int64)
         for s, seg in segs.items():
             home[seg.start:seg.stop] = s
