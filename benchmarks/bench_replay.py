@@ -85,10 +85,13 @@ class JacobianW5:
     def setup(self):
         A, self.x = W.w5_data(1000, 100)
         self.f = ng.trace(W.tanh_layer(A, 100), self.x)
-        self.f.jacobian(self.x)
+        self.J = self.f.jacobian(self.x)
 
     def time_jacobian(self):
         self.f.jacobian(self.x)
+
+    def time_jacobian_out(self):
+        self.f.jacobian(self.x, out=self.J)
 
 
 class GradBatchW6:

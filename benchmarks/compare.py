@@ -20,7 +20,8 @@ Implementations (workloads in ``benchmarks/workloads.py``, peers in ``benchmarks
 - numbagrad eager: record the graph on fresh leaves and ``backward()`` (W5: ``ng.functional.
   jacobian``, which traces and sweeps; W6: a loop of record+backward per row);
 - numbagrad replay: ``ng.trace(f, x)`` once, then ``.grad`` (W1, W3: ``.grad(x, out=g)`` into a
-  preallocated array, as the hand-written loop has), ``.jacobian``, ``.grad_batch``; a trace
+  preallocated array, as the hand-written loop has), ``.jacobian`` (``out=J`` likewise),
+  ``.grad_batch``; a trace
   compiles its large elementwise runs on first use (``numbagrad/codegen.py``), which the
   correctness check before timing pays;
 - PyTorch eager (W5: ``torch.func.jacrev`` and ``torch.autograd.functional.jacobian``; W6: a loop
@@ -173,7 +174,7 @@ def cases_w5(args):
     c.add(HAND, lambda: W.w5_by_hand(A, x, m, J))
     c.add(EAGER, lambda: ng.functional.jacobian(fn, ng.tensor(x)).numpy())
     f = ng.trace(fn, x)
-    c.add(REPLAY, lambda: f.jacobian(x))
+    c.add(REPLAY, lambda J2=np.empty_like(J): f.jacobian(x, out=J2))
     c.add_peer("torch", P.torch_w5, A, x, m)
     c.add_peer("jax", P.jax_w5, A, x, m)
     c.add_peer("autograd", P.autograd_w5, A, x, m)

@@ -66,13 +66,13 @@ PARALLEL_ROWS = 16
 # ---------------------------------------------------------------- Numba drivers
 
 @njit(**IEEE, parallel=True, cache=True)
-def _jacobian_rows(t, chunks, adj_off, total, out_node, src, dst, jac, nblocks):
+def _jacobian_rows(t, chunks, adj_off, total, out_node, spans, jac, nblocks):
     """Row r of ``jac`` is the gradient of output element r: one reverse sweep per row.
 
     The values in ``chunks`` were computed by one forward sweep and are only read here, so the
-    rows share them; each block of rows has its own adjoint buffer.  ``src``/``dst`` say where
-    each input element's adjoint sits in the buffer and which column of ``jac`` it adds to (an
-    argument recorded as several leaf nodes adds all of them).
+    rows share them; each block of rows has its own adjoint buffer.  Each row of ``spans`` is
+    (adjoint offset, first column, width, add): an input's adjoint and the columns of ``jac`` it
+    goes to (an argument recorded as several leaf nodes adds all of them).
     """
     m = jac.shape[0]
     o = adj_off[out_node]
@@ -82,18 +82,17 @@ def _jacobian_rows(t, chunks, adj_off, total, out_node, src, dst, jac, nblocks):
             adj[:] = 0.0
             adj[o + r] = 1.0
             reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL)
-            for j in range(len(src)):
-                jac[r, dst[j]] += adj[src[j]]
+            _add_spans(adj, spans, jac, r)
 
 
 @njit(**IEEE, parallel=True, cache=True)
-def _batch_rows(t, init, X, in_off, adj_off, total, out_node, src, dst, vals, grads, nblocks):
+def _batch_rows(t, init, X, in_off, adj_off, total, out_node, spans, vals, grads, nblocks):
     """Value and gradient of a scalar output at each row of ``X``, one forward and one reverse
     sweep per row, rows spread over threads.
 
     Each block of rows has a private copy of the value buffer ``init`` and its own adjoint
     buffer.  ``in_off`` are the value offsets of the argument's leaf nodes (a row is written into
-    each); ``src``/``dst`` map adjoint positions to columns of ``grads`` as in ``_jacobian_rows``.
+    each); ``spans`` map adjoint positions to columns of ``grads`` as in ``_jacobian_rows``.
     """
     B, n = X.shape
     vo = t.val_off[out_node]
@@ -114,8 +113,22 @@ def _batch_rows(t, init, X, in_off, adj_off, total, out_node, src, dst, vals, gr
                 adj[:] = 0.0
                 adj[o] = 1.0
                 reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL)
-                for j in range(len(src)):
-                    grads[r, dst[j]] += adj[src[j]]
+                _add_spans(adj, spans, grads, r)
+
+
+@njit(**IEEE, cache=True)
+def _add_spans(adj, spans, out, r):
+    """Write the adjoint ``spans`` (rows of (offset, first column, width, add)) into row ``r``
+    of ``out``, assigning or adding: contiguous loops that vectorise, where an index per element
+    did not."""
+    for s in range(spans.shape[0]):
+        a, c, w = spans[s, 0], spans[s, 1], spans[s, 2]
+        if spans[s, 3]:
+            for j in range(w):
+                out[r, c + j] += adj[a + j]
+        else:
+            for j in range(w):
+                out[r, c + j] = adj[a + j]
 
 
 @njit(**IEEE, cache=True)
@@ -528,6 +541,7 @@ class Traced:
         self._local = threading.local()
         self._segments = None  # compiled segments (codegen.py), made on first use
         self._batch_segment = None
+        self._jac_layout = None  # _jacobian_layout(), made on first use
         names = {}
         for i, ns in enumerate(self._in_nodes):
             for k in ns:
@@ -789,8 +803,9 @@ class Traced:
         """
         return self.value_and_grad(*args, out=out)[1]
 
-    def _check_out(self, out):
-        """``out`` as a list of one writable array per argument, or None."""
+    def _check_out(self, out, jacobian=False):
+        """``out`` as a list of one writable array per argument (shaped as the argument, or as
+        the output's shape followed by the argument's for a ``jacobian``), or None."""
         if out is None:
             return None
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -798,6 +813,7 @@ class Traced:
             raise ValueError(f"out: expected {len(self.arg_shapes)} array(s), one per argument, "
                              f"got {len(outs)}")
         for o, name, shape, dtype in zip(outs, self.arg_names, self.arg_shapes, self.arg_dtypes):
+            shape = self.out_shape + shape if jacobian else shape
             if not isinstance(o, np.ndarray) or o.shape != shape or o.dtype != dtype \
                     or not o.flags.writeable:
                 got = f"{o.dtype}{list(o.shape)}" if isinstance(o, np.ndarray) else type(o).__name__
@@ -1095,9 +1111,11 @@ class Traced:
             H[:, j] = self._hvp(arrs, [e.reshape(shape)])[0].reshape(-1)
         return H.reshape(shape + shape)
 
-    def jacobian(self, *args):
+    def jacobian(self, *args, out=None):
         """The Jacobian at ``args``: shape ``out.shape + arg.shape`` (a tuple for several
         arguments).  One forward sweep, then one reverse sweep per output element, in parallel.
+        ``out`` (an array, or a tuple of one per argument) receives it instead of fresh arrays,
+        as NumPy's ``out=``: a fresh Jacobian costs its page faults.
 
         >>> import numpy as np, numbagrad as ng
         >>> ng.trace(lambda x: x * x, np.ones(2)).jacobian(np.array([1.0, 2.0]))
@@ -1105,12 +1123,18 @@ class Traced:
                [0., 4.]])
         """
         arrs = self._check(args)
+        outs = self._check_out(out, jacobian=True)
         buf, chunks, adj = self._forward(arrs)
         m = self._out_size
-        widths = [int(np.prod(s, dtype=np.int64)) for s in self.arg_shapes]
-        cols = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
-        jac = np.zeros((m, int(cols[-1])), dtype=self.dtype)
-        src, dst = self._src_dst(range(len(arrs)), cols)
+        cols, spans, covered = self._jacobian_layout()
+        inplace = outs is not None and len(outs) == 1 and outs[0].dtype == self.dtype \
+            and outs[0].flags.c_contiguous
+        if inplace:
+            jac = outs[0].reshape(m, int(cols[-1]))  # written in place (a view)
+            if not covered or self._adj_off[self._out_node] < 0:
+                jac[...] = 0
+        else:
+            jac = np.zeros((m, int(cols[-1])), dtype=self.dtype)
         if m < PARALLEL_ROWS:
             # a few rows: starting a parallel region costs more than the sweeps themselves
             seed = np.zeros(m, dtype=self.dtype)
@@ -1121,27 +1145,34 @@ class Traced:
                 for i, g in enumerate(grads):
                     jac[r, cols[i]:cols[i + 1]] = g.reshape(-1)
         elif self._adj_off[self._out_node] >= 0:
-            # the rows read the values but never write them: one private copy shared by all
-            chunks = List([buf.copy()])
-            _jacobian_rows(self._t, chunks, self._adj_off, self._total, self._out_node, src,
-                           dst, jac, _nblocks(m))
-        out = []
+            # the rows only read the values, so they share this thread's buffer
+            _jacobian_rows(self._t, chunks, self._adj_off, self._total, self._out_node, spans,
+                           jac, _nblocks(m))
+        if inplace:
+            return self._pack(outs)
+        result = []
         for i, (s, d) in enumerate(zip(self.arg_shapes, self.arg_dtypes)):
-            # one argument: its Jacobian is the whole (fresh) array, returned without a copy
-            out.append(jac[:, cols[i]:cols[i + 1]].reshape(self.out_shape + s).astype(
-                d, copy=len(arrs) > 1))
-        return self._pack(out)
+            part = jac[:, cols[i]:cols[i + 1]].reshape(self.out_shape + s)
+            if outs is not None:
+                outs[i][...] = part
+                result.append(outs[i])
+            else:  # one argument: its Jacobian is the whole array, returned without a copy
+                result.append(part.astype(d, copy=len(arrs) > 1))
+        return self._pack(result)
 
-    def _src_dst(self, which, cols):
-        src, dst = [], []
-        for i in which:
-            w = int(cols[i + 1] - cols[i])
-            for a in self._in_adj[i]:
-                src.append(np.arange(a, a + w, dtype=np.int64))
-                dst.append(np.arange(cols[i], cols[i] + w, dtype=np.int64))
-        if not src:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(src), np.concatenate(dst)
+    def _jacobian_layout(self):
+        """``(cols, spans, covered)``: each argument's first column in the Jacobian (and the
+        total); the spans that write its leaves' adjoints there (see ``_jacobian_rows``: the
+        first span of an argument assigns, later ones add); whether every argument has one,
+        so that the rows write every column.  Built once."""
+        if self._jac_layout is None:
+            widths = [int(np.prod(s, dtype=np.int64)) for s in self.arg_shapes]
+            cols = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+            spans = [(a, cols[i], widths[i], int(j > 0))
+                     for i in range(len(widths)) for j, a in enumerate(self._in_adj[i])]
+            self._jac_layout = (cols, np.array(spans, dtype=np.int64).reshape(-1, 4),
+                                all(len(a) for a in self._in_adj))
+        return self._jac_layout
 
     def grad_batch(self, X):
         """Gradients of a scalar one-argument ``f`` at each row of ``X`` (shape ``(B,) +
@@ -1191,9 +1222,8 @@ class Traced:
             seg.value_and_grad_batch(X2, grads, vals, self._init, g_tail, shifts)
         elif B:
             in_off = np.array([self._t.val_off[k] for k in self._in_nodes[0]], dtype=np.int64)
-            src, dst = self._src_dst([0], np.array([0, w], dtype=np.int64))
             _batch_rows(self._t, self._init, X2, in_off, self._adj_off, self._total,
-                        self._out_node, src, dst, vals, grads, _nblocks(B))
+                        self._out_node, self._jacobian_layout()[1], vals, grads, _nblocks(B))
         return vals, grads.reshape(X.shape).astype(self.arg_dtypes[0], copy=False)
 
     def _batch_kernel(self, B):

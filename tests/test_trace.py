@@ -139,6 +139,36 @@ def test_jacobian_many_rows(rng):
     np.testing.assert_allclose(Jb, _fd_jacobian(lambda b: f_t(W0, b), b0), rtol=1e-6, atol=1e-8)
 
 
+def test_jacobian_out(rng):
+    # out= writes into given arrays: in place when one contiguous array of the tape's dtype,
+    # through a copy otherwise; every entry is overwritten, whatever it held
+    A = rng.standard_normal((30, 8))
+    f_t = trace(lambda x: ng.tanh(ng.tensor(A) @ x) * x.sum(), rng.standard_normal(8))
+    x = rng.standard_normal(8)
+    J = f_t.jacobian(x)
+    out = np.full((30, 8), np.nan)
+    assert f_t.jacobian(x, out=out) is out
+    np.testing.assert_array_equal(out, J)
+    strided = np.full((30, 16), np.nan)[:, ::2]
+    assert f_t.jacobian(x, out=strided) is strided
+    np.testing.assert_array_equal(strided, J)
+    # an argument used twice (its adjoint adds) and one not used at all (zeros), many rows
+    g_t = trace(lambda a, b, c: ng.tanh(ng.tensor(A) @ a) * a[:30:1].sum() + 0 * c.sum(),
+                x, x[:3], x[:2])
+    outs = (np.full((30, 8), np.nan), np.full((30, 3), np.nan), np.full((30, 2), np.nan))
+    res = g_t.jacobian(x, x[:3], x[:2], out=outs)
+    assert all(r is o for r, o in zip(res, outs))
+    for got, want in zip(outs, g_t.jacobian(x, x[:3], x[:2])):
+        np.testing.assert_array_equal(got, want)
+    h_t = trace(lambda a, b: a * 2.0, x, x[:3])  # b unused: its Jacobian is zero
+    ob = np.full((8, 3), np.nan)
+    h_t.jacobian(x, x[:3], out=(np.zeros((8, 8)), ob))
+    np.testing.assert_array_equal(ob, 0.0)
+    with pytest.raises(ValueError, match=r"out for x: expected a writable float64 array of "
+                                         r"shape \(30, 8\)"):
+        f_t.jacobian(x, out=np.zeros(8))
+
+
 def test_grad_batch_equals_loop(rng):
     f_t = trace(rosenbrock, np.zeros(5))
     X = rng.standard_normal((64, 5))
