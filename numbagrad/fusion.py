@@ -27,7 +27,7 @@ from .ops import (
     IEEE, LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, SUM, MEAN,
-    unary_f, unary_d, binary_f, binary_da, binary_db,
+    unary_f, unary_d, unary_fd, binary_f, binary_da, binary_db,
 )
 from .sweeps import forward_sweep, reverse_sweep
 
@@ -101,25 +101,31 @@ seg_start, seg_stop, ext: the segments (``plan_segments``).  prog, pc: the scala
 program (``plan_scalar``) for ops of one-element segments."""
 
 
-def plan_fusion(t, adj_off, trash, keep=()):
+def plan_fusion(t, adj_off, trash, keep=(), aux_base=-1):
     """The FusionPlan of a replay tape whose adjoints sit at ``adj_off`` (``trash``: a spare
-    adjoint slot that takes partials nobody reads)."""
+    adjoint slot that takes partials nobody reads; ``aux_base``: see ``plan_scalar``)."""
     starts, stops, ext = plan_segments(t, keep)
-    prog, pc = plan_scalar(t, adj_off, trash, starts, stops)
+    prog, pc = plan_scalar(t, adj_off, trash, starts, stops, aux_base)
     return FusionPlan(starts, stops, ext, prog, pc)
 
 
 # columns of a scalar program row
-P_OP, P_X, P_B, P_Y, P_GX, P_GB, P_GY = range(7)
+P_OP, P_X, P_B, P_Y, P_GX, P_GB, P_GY, P_AUX = range(8)
+# ops whose derivative costs a second transcendental of the same operand: computed with the
+# value (one sincos instead of a sin now and a cos in the reverse) into an aux slot
+AUX_OPS = (SIN, COS)
 
 
-def plan_scalar(t, adj_off, trash, starts, stops):
+def plan_scalar(t, adj_off, trash, starts, stops, aux_base=-1):
     """One row per node of the one-element segments, with the buffer offsets resolved.
 
     Row k: opcode, value offsets of the operands and of the result, adjoint offsets of the
-    operands (``trash`` where they take none) and of the result (-1: none), and two constants
-    (``pc``).  An interpreter over these rows does no lookups beyond the row it is on: about
-    twice as fast as reading the tape's columns through their pointers.
+    operands (``trash`` where they take none) and of the result (-1: none), the value-buffer
+    slot that keeps the derivative of an ``AUX_OPS`` row that takes an adjoint (from
+    ``aux_base`` on, past the tape's values: the caller makes the buffer that much longer;
+    -1: none, or ``aux_base`` < 0), and two constants (``pc``).  An interpreter over these
+    rows does no lookups beyond the row it is on: about twice as fast as reading the tape's
+    columns through their pointers.
     """
     n = len(t.opcodes)
     rows = np.zeros(n, dtype=np.bool_)
@@ -127,8 +133,8 @@ def plan_scalar(t, adj_off, trash, starts, stops):
         if t.sizes[a] == 1:
             rows[a:b] = True
     if not rows.any():
-        return np.zeros((0, 7), dtype=np.int64), np.zeros((0, 2))
-    prog = np.full((n, 7), -1, dtype=np.int64)
+        return np.zeros((0, 8), dtype=np.int64), np.zeros((0, 2))
+    prog = np.full((n, 8), -1, dtype=np.int64)
     pc = np.zeros((n, 2))
     ops = np.flatnonzero(rows & (t.opcodes != LEAF))
     prog[rows, P_OP] = LEAF
@@ -143,6 +149,9 @@ def plan_scalar(t, adj_off, trash, starts, stops):
     prog[two, P_GB] = np.where(adj_off[b] >= 0, adj_off[b], trash)
     prog[ops, P_Y] = t.val_off[ops]
     prog[ops, P_GY] = adj_off[ops]
+    if aux_base >= 0:
+        aux = ops[np.isin(t.opcodes[ops], AUX_OPS) & (adj_off[ops] >= 0)]
+        prog[aux, P_AUX] = aux_base + np.arange(len(aux))
     nconst = np.diff(t.const_ptr)
     for r in range(2):
         has = ops[nconst[ops] > r]
@@ -343,7 +352,12 @@ def scalar_forward(prog, pc, buf, start, stop):
             continue
         x = buf[prog[i, P_X]]
         if op < ADD:
-            y = unary_f(op, x, pc[i, 0], pc[i, 1])
+            aux = prog[i, P_AUX]
+            if aux >= 0:
+                y, d = unary_fd(op, x, pc[i, 0], pc[i, 1])
+                buf[aux] = d
+            else:
+                y = unary_f(op, x, pc[i, 0], pc[i, 1])
         elif op <= MINIMUM:
             y = binary_f(op, x, buf[prog[i, P_B]])
         elif op == SUM:
@@ -363,7 +377,9 @@ def scalar_reverse(prog, pc, buf, adj, start, stop):
         g = adj[gy]
         x = buf[prog[i, P_X]]
         if op < ADD:
-            adj[prog[i, P_GX]] += g * unary_d(op, x, buf[prog[i, P_Y]], pc[i, 0], pc[i, 1])
+            aux = prog[i, P_AUX]
+            d = buf[aux] if aux >= 0 else unary_d(op, x, buf[prog[i, P_Y]], pc[i, 0], pc[i, 1])
+            adj[prog[i, P_GX]] += g * d
         elif op <= MINIMUM:
             b, y = buf[prog[i, P_B]], buf[prog[i, P_Y]]
             adj[prog[i, P_GX]] += g * binary_da(op, x, b, y)

@@ -106,6 +106,17 @@ def unary_d(op, x, y, c0, c1):
 
 
 @inline
+def unary_fd(op, x, c0, c1):
+    """(y, dy/dx) at once, for the ops whose derivative is a second transcendental of x: side
+    by side, LLVM computes sin and cos in one sincos call (scalar replays keep dy/dx for the
+    reverse pass; fusion.AUX_OPS)."""
+    if op == SIN: return np.sin(x), np.cos(x)
+    if op == COS: return np.cos(x), -np.sin(x)
+    y = unary_f(op, x, c0, c1)
+    return y, unary_d(op, x, y, c0, c1)
+
+
+@inline
 def unary_dd(op, x, y, c0, c1):
     """d2y/dx2, given x and y (Hessian-vector products)."""
     if op == EXP: return y

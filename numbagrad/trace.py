@@ -41,7 +41,8 @@ from .ops import IEEE, LEAF, NAMES, COMPARE, SUM, MEAN
 import numba
 
 from . import codegen
-from .fusion import plan_fusion, replay_forward, replay_reverse, segment_forward, segment_reverse
+from .fusion import (plan_fusion, replay_forward, replay_reverse, segment_forward,
+                     segment_reverse, scalar_forward, scalar_reverse, P_AUX)
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, REQUIRES_GRAD)
 from .tape import Tape, TapeArrays, resolve
@@ -144,6 +145,21 @@ def _replay_value_and_grad(t, chunks, buf, adj, adj_off, plan, zero, out_node, p
     if o >= 0:
         adj[o] = 1.0
         replay_reverse(t, chunks, buf, adj, adj_off, plan, out_node, par_min, nthreads)
+
+
+@njit(**IEEE, cache=True)
+def _scalar_value_and_grad(prog, pc, buf, adj, zero, segs, gy):
+    """``_replay_value_and_grad`` for a scalar graph (``Traced._plan_scalar_only``): the
+    scalar program of each segment, forward then back, from a handful of arrays (unboxing the
+    tape's fourteen costs about 5 us a call); ``gy`` is the output's adjoint offset."""
+    for s in range(segs.shape[0]):
+        scalar_forward(prog, pc, buf, segs[s, 0], segs[s, 1])
+    for r in range(zero.shape[0]):
+        adj[zero[r, 0]:zero[r, 1]] = 0.0
+    if gy >= 0:
+        adj[gy] = 1.0
+        for s in range(segs.shape[0] - 1, -1, -1):
+            scalar_reverse(prog, pc, buf, adj, segs[s, 0], segs[s, 1])
 
 
 _FORMAT = 1
@@ -531,13 +547,22 @@ class Traced:
         self._adj_off, self._total = adj_off, int(total)
         # one spare adjoint slot at the end takes partials for operands without an adjoint
         self._plan = plan_fusion(replay, adj_off, self._total,
-                                 keep=[out_node] + [g[0] for g in self._guards])
+                                 keep=[out_node] + [g[0] for g in self._guards],
+                                 aux_base=len(init))
+        # the scalar program's aux slots (fusion.plan_scalar) follow the values in every buffer
+        n_aux = int((self._plan.prog[:, P_AUX] >= 0).sum())
+        self._n_values = len(init)
+        if n_aux:
+            self._init = np.concatenate([init, np.zeros(n_aux, dtype=init.dtype)])
         ext = self._plan.ext
         self._zero_ranges = np.array(self._ranges(np.flatnonzero((adj_off >= 0) & (ext != 1))),
                                      dtype=np.int64).reshape(-1, 2)  # (lo, hi) rows
         # where each argument's gradient sits in the adjoint buffer: (adjoint offset) per node
         self._in_adj = [[int(adj_off[k]) for k in ns if adj_off[k] >= 0] for ns in in_nodes]
         self._small_io = self._plan_small_io(replay, adj_off)
+        # every argument a single value (W2's scalars): moved with one NumPy call each way
+        self._scalar_args = self._small_io is not None and all(s == () for s in self.arg_shapes)
+        self._scalar_segs = self._plan_scalar_only(replay)
         self._local = threading.local()
         self._segments = None  # compiled segments (codegen.py), made on first use
         self._batch_segment = None
@@ -547,6 +572,21 @@ class Traced:
             for k in ns:
                 names[k] = self.arg_names[i]
         self.tape = TraceTape(replay, self.dtype, names)
+
+    def _plan_scalar_only(self, replay):
+        """The (start, stop) rows of the fused segments when they are all single-value
+        segments holding every op (a scalar graph): ``value_and_grad`` then runs the scalar
+        program alone, without unboxing the tape.  None otherwise."""
+        p = self._plan
+        n = len(replay.opcodes)
+        if not len(p.seg_start) or np.any(replay.sizes[p.seg_start] != 1):
+            return None
+        fused = np.zeros(n, dtype=np.bool_)
+        for a, b in zip(p.seg_start.tolist(), p.seg_stop.tolist()):
+            fused[a:b] = True
+        if not np.all(fused | (replay.opcodes == LEAF)):
+            return None
+        return np.stack([p.seg_start, p.seg_stop], axis=1).astype(np.int64)
 
     def _plan_small_io(self, replay, adj_off):
         """Index arrays that move all arguments into the value buffer, and all gradients out
@@ -569,7 +609,8 @@ class Traced:
     def __getstate__(self):
         return {
             "tape": {name: getattr(self._t, name) for name in TapeArrays._fields},
-            "init": self._init, "in_nodes": self._in_nodes, "out_node": self._out_node,
+            "init": self._init[:self._n_values], "in_nodes": self._in_nodes,
+            "out_node": self._out_node,
             "out_shape": self.out_shape, "arg_shapes": self.arg_shapes,
             "arg_dtypes": [d.str for d in self.arg_dtypes], "arg_names": self.arg_names,
             "name": self.__name__,
@@ -608,7 +649,7 @@ class Traced:
         gptr = np.concatenate([[0], np.cumsum([v.size for v in gval])]).astype(np.int64)
         in_ptr = np.concatenate([[0], np.cumsum([len(ns) for ns in self._in_nodes])])
         np.savez(
-            path, init=self._init, format=np.array([_FORMAT], dtype=np.int64),
+            path, init=self._init[:self._n_values], format=np.array([_FORMAT], dtype=np.int64),
             in_nodes=np.array([k for ns in self._in_nodes for k in ns], dtype=np.int64),
             in_ptr=in_ptr.astype(np.int64), out_node=np.array([self._out_node], dtype=np.int64),
             out_shape=np.array(self.out_shape, dtype=np.int64),
@@ -622,11 +663,15 @@ class Traced:
 
     # ------------------------------------------------------------ replay
 
-    def _check(self, args):
-        """The arguments as arrays of the traced shapes and the tape's dtype."""
+    def _check(self, args, floats=False):
+        """The arguments as arrays of the traced shapes and the tape's dtype.  ``floats``: a
+        scalar graph's Python float arguments come back as they are (``_load`` takes them)."""
         if len(args) != len(self.arg_shapes):
             raise TypeError(f"{self.__name__} was traced with {len(self.arg_shapes)} "
                             f"argument(s), got {len(args)}")
+        if floats and self._scalar_segs is not None and self._scalar_args \
+                and self.dtype == np.float64 and all(type(a) is float for a in args):
+            return args
         out = []
         for a, name, shape, dtype in zip(args, self.arg_names, self.arg_shapes, self.arg_dtypes):
             if isinstance(a, Tensor):
@@ -672,6 +717,9 @@ class Traced:
 
     def _load(self, arrs, buf, skip=()):
         """Write the arguments into their leaf slots (but those of the nodes in ``skip``)."""
+        if self._scalar_args:
+            buf[self._small_io[0]] = arrs
+            return
         if self._small_io is not None:
             buf[self._small_io[0]] = np.concatenate([arr.reshape(-1) for arr in arrs])
             return
@@ -730,6 +778,9 @@ class Traced:
         arguments in ``skip``)."""
         if self._adj_off[self._out_node] < 0:  # the output does not depend on any argument
             return [np.zeros(s, dtype=d) for s, d in zip(self.arg_shapes, self.arg_dtypes)]
+        if self._scalar_args:
+            flat = adj[self._small_io[1]]
+            return [flat[i, ...] for i in range(len(flat))]  # 0-d arrays
         if self._small_io is not None:
             flat, at = adj[self._small_io[1]], self._small_io[2]
             return [flat[at[i]:at[i + 1]].reshape(s) for i, s in enumerate(self.arg_shapes)]
@@ -768,13 +819,20 @@ class Traced:
         if self._out_size != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs; use vjp "
                                "or jacobian")
-        arrs = self._check(args)
+        arrs = self._check(args, floats=True)
         outs = self._check_out(out)
         if anomaly.is_anomaly_enabled():  # the unfused sweeps, with per-node checks
             buf, chunks, adj = self._forward(arrs, fused=True)
             grads = self._reverse(chunks, adj, 1.0, fused=True)
         elif self._compiled():
             buf, grads = self._compiled_value_and_grad(arrs, outs)
+        elif self._scalar_segs is not None:
+            buf, chunks, adj = self._buffers()
+            self._load(arrs, buf)
+            _scalar_value_and_grad(self._plan.prog, self._plan.pc, buf, adj, self._zero_ranges,
+                                   self._scalar_segs, self._adj_off[self._out_node])
+            self._check_guards(buf)
+            grads = self._collect(adj)
         else:
             buf, chunks, adj = self._buffers()
             self._load(arrs, buf)

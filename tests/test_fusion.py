@@ -25,7 +25,10 @@ def fused_value_and_grads(f, xs, par_min):
     tape, t, buf = replay_layout(y)
     top = len(tape) - 1
     adj_off, total, *_ = sweeps.plan_adjoints(t, np.array([top]))
-    plan = fusion.plan_fusion(t, adj_off, total, keep=[top])
+    # sin and cos rows of a scalar program keep their derivative past the values
+    plan = fusion.plan_fusion(t, adj_off, total, keep=[top], aux_base=len(buf))
+    n_aux = int((plan.prog[:, fusion.P_AUX] >= 0).sum())
+    buf = np.concatenate([buf, np.full(n_aux, np.nan)])
     expected_value = buf[t.val_off[top]]
     for k in range(len(tape)):  # only the leaves survive: the replay must recompute the rest
         if t.opcodes[k] != ops.LEAF:
@@ -93,6 +96,16 @@ def test_segments_cover_elementwise_runs_and_closing_reductions():
     assert starts.tolist() == [1] and stops.tolist() == [5]
     starts, stops = fused_value_and_grads(scalar_chain, [np.ones(())] * 5, 1 << 62)
     assert len(starts) == 1  # a scalar graph is one segment, inputs recorded mid-run included
+    ys = [ng.tensor(1.0, requires_grad=True) for _ in range(2)]
+    y = ng.sin(ys[0]) * ng.cos(ys[1]) + ng.sin(ys[0] * 2.0) + ng.tanh(ys[1])
+    _, t, buf = replay_layout(y)
+    adj_off, total, *_ = sweeps.plan_adjoints(t, np.array([len(t.opcodes) - 1]))
+    prog = fusion.plan_fusion(t, adj_off, total, aux_base=len(buf)).prog
+    aux = prog[:, fusion.P_AUX]
+    # the three sines and cosines get one slot each after the values; tanh needs none
+    assert sorted(aux[aux >= 0].tolist()) == [len(buf), len(buf) + 1, len(buf) + 2]
+    assert set(prog[aux >= 0, fusion.P_OP].tolist()) == {ops.SIN, ops.COS}
+    assert (fusion.plan_fusion(t, adj_off, total).prog[:, fusion.P_AUX] == -1).all()
 
 
 def test_contiguous_slices_fuse_into_the_segment_around_them():
