@@ -21,9 +21,8 @@ Implementations (workloads in ``benchmarks/workloads.py``, peers in ``benchmarks
   jacobian``, which traces and sweeps; W6: a loop of record+backward per row);
 - numbagrad replay: ``ng.trace(f, x)`` once, then ``.grad`` (W1, W3: ``.grad(x, out=g)`` into a
   preallocated array, as the hand-written loop has), ``.jacobian`` (``out=J`` likewise),
-  ``.grad_batch``; a trace
-  compiles its large elementwise runs on first use (``numbagrad/codegen.py``), which the
-  correctness check before timing pays;
+  ``.grad_batch``; a trace compiles its large elementwise runs on first use
+  (``numbagrad/codegen.py``), which the correctness check before timing pays;
 - PyTorch eager (W5: ``torch.func.jacrev`` and ``torch.autograd.functional.jacobian``; W6: a loop
   and ``torch.func.vmap(grad)``), JAX (``jit(value_and_grad)``, ``jit(jacrev)``,
   ``jit(vmap(grad))``, float64 enabled), HIPS autograd.
