@@ -42,7 +42,7 @@ import numba
 
 from . import codegen
 from .fusion import (plan_fusion, replay_forward, replay_reverse, segment_forward,
-                     segment_reverse, scalar_forward, scalar_reverse, P_AUX)
+                     segment_reverse, scalar_forward, scalar_reverse, P_OP, P_AUX)
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, REQUIRES_GRAD)
 from .tape import Tape, TapeArrays, resolve
@@ -563,6 +563,9 @@ class Traced:
         # every argument a single value (W2's scalars): moved with one NumPy call each way
         self._scalar_args = self._small_io is not None and all(s == () for s in self.arg_shapes)
         self._scalar_segs = self._plan_scalar_only(replay)
+        # ... whose value_and_grad takes Python floats as they are (_check(floats=True))
+        self._takes_floats = self._scalar_segs is not None and self._scalar_args \
+            and self.dtype == np.float64
         self._local = threading.local()
         self._segments = None  # compiled segments (codegen.py), made on first use
         self._batch_segment = None
@@ -574,17 +577,12 @@ class Traced:
         self.tape = TraceTape(replay, self.dtype, names)
 
     def _plan_scalar_only(self, replay):
-        """The (start, stop) rows of the fused segments when they are all single-value
-        segments holding every op (a scalar graph): ``value_and_grad`` then runs the scalar
-        program alone, without unboxing the tape.  None otherwise."""
+        """The (start, stop) rows of the fused segments when every op is a row of the scalar
+        program (``fusion.plan_scalar`` gives rows to the ops of single-value segments only): a
+        scalar graph, whose ``value_and_grad`` then runs that program alone, without unboxing
+        the tape.  None otherwise."""
         p = self._plan
-        n = len(replay.opcodes)
-        if not len(p.seg_start) or np.any(replay.sizes[p.seg_start] != 1):
-            return None
-        fused = np.zeros(n, dtype=np.bool_)
-        for a, b in zip(p.seg_start.tolist(), p.seg_stop.tolist()):
-            fused[a:b] = True
-        if not np.all(fused | (replay.opcodes == LEAF)):
+        if not len(p.prog) or np.any((p.prog[:, P_OP] < 0) & (replay.opcodes != LEAF)):
             return None
         return np.stack([p.seg_start, p.seg_stop], axis=1).astype(np.int64)
 
@@ -669,8 +667,7 @@ class Traced:
         if len(args) != len(self.arg_shapes):
             raise TypeError(f"{self.__name__} was traced with {len(self.arg_shapes)} "
                             f"argument(s), got {len(args)}")
-        if floats and self._scalar_segs is not None and self._scalar_args \
-                and self.dtype == np.float64 and all(type(a) is float for a in args):
+        if floats and self._takes_floats and all(type(a) is float for a in args):
             return args
         out = []
         for a, name, shape, dtype in zip(args, self.arg_names, self.arg_shapes, self.arg_dtypes):
