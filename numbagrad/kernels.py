@@ -25,7 +25,10 @@ offset of -1 means a zero tangent; a ``_jvp`` kernel assigns (never accumulates)
 the op's whole tangent.  ``tan`` and ``adjdot`` have the values' dtype.
 """
 import numpy as np
-from numba import njit, prange, literally
+from llvmlite import ir
+from numba import njit, prange, literally, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .ops import (IEEE, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, unary_dd, binary_f,
                   binary_da, binary_db, binary_dd, _exp)
@@ -280,13 +283,14 @@ def binary_vjp(op, t, chunks, adj, adj_off, i, par_min):
                 for j in range(n):
                     tas[j] += gs[j] * (binary_da(op, as_[j], bs_[j], ys[j])
                                        + binary_db(op, as_[j], bs_[j], ys[j]))
-            else:
-                tas = adj[ga:ga + n] if ga >= 0 else adj[0:0]
-                tbs = adj[gb:gb + n] if gb >= 0 else adj[0:0]
-                for j in range(n):
-                    if ga >= 0:
+            else:  # one loop per operand: a test inside the loop stops it vectorising
+                if ga >= 0:
+                    tas = adj[ga:ga + n]
+                    for j in range(n):
                         tas[j] += gs[j] * binary_da(op, as_[j], bs_[j], ys[j])
-                    if gb >= 0:
+                if gb >= 0:
+                    tbs = adj[gb:gb + n]
+                    for j in range(n):
                         tbs[j] += gs[j] * binary_db(op, as_[j], bs_[j], ys[j])
     elif _by_rows(ma, pa, mb, pb):  # as in binary_fwd; a block's adjoint sums over rows
         p = pa if ma == 2 else pb
@@ -925,6 +929,72 @@ def cat_jvp(t, tan, tan_off, i):
 # ---------------------------------------------------------------- matmul
 # iparams: batch, m, k, n, a_batched, b_batched.  a is (m, k), b is (k, n) per batch.
 
+@intrinsic
+def _xxgemm(typingctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """BLAS ``c = alpha op(a) op(b) + beta c`` (column-major, ``ta``/``tb`` 0 or 1 for op = the
+    transpose) on the data of the 1-D arrays ``a``, ``b``, ``c``, through the same SciPy BLAS
+    that Numba's ``np.dot`` calls (its ``numba_xxgemm`` helper, found by name, so callers
+    cache).  ``np.dot`` can only assign a product into a new array: a beta of 1 adds it in
+    place, without the temporary, its page faults and the extra pass."""
+    if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)
+            and b == a and c == a):
+        return None
+    dtype = a.dtype
+    sig = types.int32(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, sig, args):
+        from numba.np.linalg import ensure_blas, get_blas_kind
+        ensure_blas()
+        char, intp = ir.IntType(8), context.get_value_type(types.intp)
+        vp = ir.IntType(8).as_pointer()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            ir.IntType(32), [char, char, char, intp, intp, intp, vp, vp, intp, vp, intp, vp,
+                             vp, intp]), "numba_xxgemm")
+        (ta_, tb_, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_) = args
+        sty = sig.args
+
+        def flag(v, ty):  # 0/1 -> 'n'/'t'
+            v = context.cast(builder, v, ty, types.intp)
+            is_t = builder.icmp_signed("!=", v, ir.Constant(intp, 0))
+            return builder.select(is_t, ir.Constant(char, ord("t")), ir.Constant(char, ord("n")))
+
+        def size(v, ty):
+            return context.cast(builder, v, ty, types.intp)
+
+        def slot(v, ty):
+            p = cgutils.alloca_once(builder, context.get_value_type(dtype))
+            builder.store(context.cast(builder, v, ty, dtype), p)
+            return builder.bitcast(p, vp)
+
+        def data(v, ty):
+            return builder.bitcast(context.make_array(ty)(context, builder, v).data, vp)
+
+        kind = ir.Constant(char, ord(get_blas_kind(dtype)))
+        return builder.call(fn, [
+            kind, flag(ta_, sty[0]), flag(tb_, sty[1]), size(m_, sty[2]), size(n_, sty[3]),
+            size(k_, sty[4]), slot(al, sty[5]), data(a_, sty[6]), size(lda_, sty[7]),
+            data(b_, sty[8]), size(ldb_, sty[9]), slot(be, sty[10]), data(c_, sty[11]),
+            size(ldc_, sty[12])])
+    return sig, codegen
+
+
+@inline
+def gemm(c, co, a, ao, ta, b, bo, tb, m, k, n, beta):
+    """``C = op(A) @ op(B) + beta C`` for the row-major blocks of the flat arrays ``a`` at
+    ``ao``, ``b`` at ``bo`` and ``c`` at ``co``: C is (m, n), op(A) (m, k), op(B) (k, n), and
+    ``ta``/``tb`` say that A is stored (k, m) or B (n, k).  Row-major C is column-major C^T =
+    op(B)^T op(A)^T, so BLAS gets B first.  Empty products are done here (BLAS rejects a
+    leading dimension of 0)."""
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        for j in range(co, co + m * n):
+            c[j] = 0.0 if beta == 0.0 else c[j] * beta
+        return
+    _xxgemm(tb, ta, n, m, k, 1.0, b[bo:], k if tb else n, a[ao:], m if ta else k, beta,
+            c[co:], n)
+
+
 @jit
 def matmul_fwd(t, chunks, i):
     p = iparams_of(t, i)
@@ -934,9 +1004,8 @@ def matmul_fwd(t, chunks, i):
     bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
     yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
     for q in range(batch):
-        A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
-        B = bv[bo + q * sb * k * n: bo + (q * sb + 1) * k * n].reshape((k, n))
-        yv[yo + q * m * n: yo + (q + 1) * m * n] = np.dot(A, B).ravel()
+        gemm(yv, yo + q * m * n, av, ao + q * sa * m * k, 0, bv, bo + q * sb * k * n, 0,
+             m, k, n, 0.0)
 
 
 @jit
@@ -948,19 +1017,18 @@ def matmul_vjp(t, chunks, adj, adj_off, i):
     av, ao = chunks[t.val_chunk[a]], t.val_off[a]
     bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
     for q in range(batch):
-        G = adj[go + q * m * n: go + (q + 1) * m * n].reshape((m, n))
-        A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
-        B = bv[bo + q * sb * k * n: bo + (q * sb + 1) * k * n].reshape((k, n))
-        if _nonzero_rows(G) * 8 <= m:
+        g = go + q * m * n
+        G = adj[g: g + m * n].reshape((m, n))
+        if _sparse_rows(G):
+            A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
+            B = bv[bo + q * sb * k * n: bo + (q * sb + 1) * k * n].reshape((k, n))
             _matmul_vjp_rows(G, A, B, adj, ga + q * sa * m * k if ga >= 0 else -1,
                              gb + q * sb * k * n if gb >= 0 else -1)
             continue
-        if ga >= 0:
-            s = ga + q * sa * m * k
-            adj[s: s + m * k] += np.dot(G, B.T).ravel()
-        if gb >= 0:
-            s = gb + q * sb * k * n
-            adj[s: s + k * n] += np.dot(A.T, G).ravel()
+        if ga >= 0:  # dA += G @ B.T
+            gemm(adj, ga + q * sa * m * k, adj, g, 0, bv, bo + q * sb * k * n, 1, m, n, k, 1.0)
+        if gb >= 0:  # dB += A.T @ G
+            gemm(adj, gb + q * sb * k * n, av, ao + q * sa * m * k, 1, adj, g, 0, k, m, n, 1.0)
 
 
 @inline
@@ -972,12 +1040,15 @@ def _row_is_zero(G, r):
 
 
 @inline
-def _nonzero_rows(G):
-    rows = 0
+def _sparse_rows(G):
+    """Whether at most an eighth of G's rows are non-zero (stops counting past that)."""
+    most, rows = G.shape[0] // 8, 0
     for r in range(G.shape[0]):
         if not _row_is_zero(G, r):
             rows += 1
-    return rows
+            if rows > most:
+                return False
+    return True
 
 
 @inline
@@ -1000,13 +1071,14 @@ def _matmul_vjp_rows(G, A, B, adj, sa, sb):
                     acc += G[r, j] * B[c, j]
                 dA[c] += acc
         if sb >= 0:  # dB += outer(A[r, :], G[r, :])
-            dB = adj[sb: sb + k * n]
             if n == 1:  # a matrix-vector product (no view per element: 5 ns each)
                 g = G[r, 0]
+                dB1 = adj[sb: sb + k]
+                Ar = A[r]
                 for c in range(k):
-                    dB[c] += A[r, c] * g
+                    dB1[c] += Ar[c] * g
             else:
-                dB2 = dB.reshape((k, n))
+                dB2 = adj[sb: sb + k * n].reshape((k, n))
                 for c in range(k):
                     w = A[r, c]
                     for j in range(n):
@@ -1026,15 +1098,15 @@ def matmul_jvp(t, chunks, tan, tan_off, i):
     bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
     for q in range(batch):  # dY = dA @ B + A @ dB
         s = to + q * m * n
-        tan[s: s + m * n] = 0.0
+        beta = 0.0
         if ta >= 0:
-            dA = tan[ta + q * sa * m * k: ta + (q * sa + 1) * m * k].reshape((m, k))
-            B = bv[bo + q * sb * k * n: bo + (q * sb + 1) * k * n].reshape((k, n))
-            tan[s: s + m * n] += np.dot(dA, B).ravel()
+            gemm(tan, s, tan, ta + q * sa * m * k, 0, bv, bo + q * sb * k * n, 0, m, k, n, beta)
+            beta = 1.0
         if tb >= 0:
-            A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
-            dB = tan[tb + q * sb * k * n: tb + (q * sb + 1) * k * n].reshape((k, n))
-            tan[s: s + m * n] += np.dot(A, dB).ravel()
+            gemm(tan, s, av, ao + q * sa * m * k, 0, tan, tb + q * sb * k * n, 0, m, k, n, beta)
+            beta = 1.0
+        if beta == 0.0:
+            tan[s: s + m * n] = 0.0
 
 
 @jit
@@ -1047,12 +1119,8 @@ def matmul_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i):
     ga, gb, go = adj_off[a], adj_off[b], adj_off[i]
     ta, tb = tan_off[a], tan_off[b]
     for q in range(batch):
-        G = adj[go + q * m * n: go + (q + 1) * m * n].reshape((m, n))
+        g = go + q * m * n
         if ga >= 0 and tb >= 0:
-            dB = tan[tb + q * sb * k * n: tb + (q * sb + 1) * k * n].reshape((k, n))
-            s = ga + q * sa * m * k
-            adjdot[s: s + m * k] += np.dot(G, dB.T).ravel()
+            gemm(adjdot, ga + q * sa * m * k, adj, g, 0, tan, tb + q * sb * k * n, 1, m, n, k, 1.0)
         if gb >= 0 and ta >= 0:
-            dA = tan[ta + q * sa * m * k: ta + (q * sa + 1) * m * k].reshape((m, k))
-            s = gb + q * sb * k * n
-            adjdot[s: s + k * n] += np.dot(dA.T, G).ravel()
+            gemm(adjdot, gb + q * sb * k * n, tan, ta + q * sa * m * k, 1, adj, g, 0, k, m, n, 1.0)

@@ -110,8 +110,12 @@ def unary_fd(op, x, c0, c1):
     """(y, dy/dx) at once, for the ops whose derivative is a second transcendental of x: side
     by side, LLVM computes sin and cos in one sincos call (scalar replays keep dy/dx for the
     reverse pass; fusion.AUX_OPS)."""
-    if op == SIN: return np.sin(x), np.cos(x)
-    if op == COS: return np.cos(x), -np.sin(x)
+    if op == SIN:  # a constant opcode per branch, so that the rules fold side by side
+        y = unary_f(SIN, x, c0, c1)
+        return y, unary_d(SIN, x, y, c0, c1)
+    if op == COS:
+        y = unary_f(COS, x, c0, c1)
+        return y, unary_d(COS, x, y, c0, c1)
     y = unary_f(op, x, c0, c1)
     return y, unary_d(op, x, y, c0, c1)
 
