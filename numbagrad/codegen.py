@@ -252,8 +252,9 @@ class Segment:
         self._add_sums(adj, sums)
 
     def value_and_grad_batch(self, X, G, vals, buf, g_tail, shifts):
-        """Rows of X (B, w) in parallel: ``vals`` the closing sums, ``G`` (zeros, or assigned
-        whole) the gradients; ``shifts``: offsets of the batched argument's input slots."""
+        """Rows of X (B, w) in parallel: ``vals`` the closing sums, ``G`` the gradients (any
+        contents: each row is cleared before it is swept); ``shifts``: offsets of the batched
+        argument's input slots."""
         O = self._offsets([shifts.get(j, off) for j, off in enumerate(self.x_off)],
                           [sh for _, sh in self.targets])
         self.module.batch(X, G, vals, buf, O, self.C, self.n, self.dtype.type(g_tail))
@@ -423,6 +424,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
         ind = " " * 8
         emit(f"{ind}Xr = X[r]")
         emit(f"{ind}Gr = G[r]")
+        emit(f"{ind}Gr[:] = 0.0")  # here, in cache, not as a pass over all of G first
         for j, k in enumerate(x_off):
             arr = "Xr" if j in batch_x else "buf"
             emit(f"{ind}X{j} = {arr}[O[{k}]:O[{k}] + n]")

@@ -157,7 +157,8 @@ def _sigmoid(x):
 # (tanh 15 ns per element here, against 0.4-1.8 for NumPy's SIMD versions), and LLVM has no
 # vector library without SVML.  These are plain arithmetic: exp is 2^k * exp(r) with
 # |r| <= ln2/2 (Cody-Waite reduction, degree-13 Taylor polynomial), within 1 ulp of libm;
-# tanh(x) = -m / (2 + m) with m = expm1(-2|x|), from a Taylor polynomial below |x| = 0.55
+# tanh(x) = -m / (2 + m) with m = expm1(-2|x|) by the same reduction (within 3 ulp of NumPy's;
+# 96 us for 65,536 elements against NumPy's 111 and 197 for the two-polynomial form before it)
 # (no cancellation near 0) and from exp above, within 5 ulp.  Both compute in float64.
 
 @intrinsic
@@ -172,7 +173,7 @@ def _bits_as_float(typingctx, bits):
 
 
 _EXP_C = tuple(1.0 / math.factorial(n) for n in range(14))
-_EXPM1_C = tuple(1.0 / math.factorial(n) for n in range(1, 22))
+_EXPM1_C = tuple(1.0 / math.factorial(n) for n in range(1, 14))
 _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
 _INV_LN2 = 1.44269504088896338700e+00
 
@@ -196,26 +197,24 @@ def _exp(x):
 
 
 @inline
-def _expm1_small(y):
-    c = _EXPM1_C  # 1/n! from n = 1: y + y^2/2 + ... + y^21/21!, for |y| <= 1.1
-    p = c[20]
-    p = p * y + c[19]; p = p * y + c[18]; p = p * y + c[17]; p = p * y + c[16]  # noqa: E702
-    p = p * y + c[15]; p = p * y + c[14]; p = p * y + c[13]; p = p * y + c[12]  # noqa: E702
-    p = p * y + c[11]; p = p * y + c[10]; p = p * y + c[9]; p = p * y + c[8]  # noqa: E702
-    p = p * y + c[7]; p = p * y + c[6]; p = p * y + c[5]; p = p * y + c[4]  # noqa: E702
-    p = p * y + c[3]; p = p * y + c[2]; p = p * y + c[1]; p = p * y + c[0]  # noqa: E702
-    return p * y
-
-
-@inline
 def _tanh(x):
+    # tanh(|x|) = -m / (2 + m), m = expm1(-2|x|) = 2^k (1 + p) - 1 with p = expm1(r), |r| <=
+    # ln2/2 (degree 13); m has no cancellation to fear: k = 0 gives m = p, any other k |m| > 0.29.
+    # Beyond |x| = 32 tanh rounds to 1, so 2^k stays a normal number.
     a = abs(x)
-    y = -2.0 * a
-    small = _expm1_small(y)
-    large = _exp(y) - 1.0
-    m = small if a < 0.55 else large
-    r = -m / (2.0 + m)
-    return np.copysign(r, x) if x == x else x
+    y = max(-2.0 * a, -64.0)
+    k = np.floor(y * _INV_LN2 + 0.5)
+    r = (y - k * _LN2_HI) - k * _LN2_LO
+    c = _EXPM1_C  # 1/n! from n = 1
+    p = c[12]
+    p = p * r + c[11]; p = p * r + c[10]; p = p * r + c[9]; p = p * r + c[8]  # noqa: E702
+    p = p * r + c[7]; p = p * r + c[6]; p = p * r + c[5]; p = p * r + c[4]  # noqa: E702
+    p = p * r + c[3]; p = p * r + c[2]; p = p * r + c[1]; p = p * r + c[0]  # noqa: E702
+    p = p * r
+    s = _bits_as_float((np.int64(k) + 1023) << 52)
+    m = s * p + (s - 1.0)
+    t = -m / (2.0 + m)
+    return np.copysign(t, x) if x == x else x
 
 
 # ---------------------------------------------------------------- binary rules

@@ -858,9 +858,10 @@ class Traced:
         """
         return self.value_and_grad(*args, out=out)[1]
 
-    def _check_out(self, out, jacobian=False):
-        """``out`` as a list of one writable array per argument (shaped as the argument, or as
-        the output's shape followed by the argument's for a ``jacobian``), or None."""
+    def _check_out(self, out, jacobian=False, batch=None):
+        """``out`` as a list of one writable array per argument (shaped as the argument, as
+        the output's shape followed by the argument's for a ``jacobian``, or as ``(batch,)``
+        followed by it for ``grad_batch``), or None."""
         if out is None:
             return None
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -869,6 +870,7 @@ class Traced:
                              f"got {len(outs)}")
         for o, name, shape, dtype in zip(outs, self.arg_names, self.arg_shapes, self.arg_dtypes):
             shape = self.out_shape + shape if jacobian else shape
+            shape = shape if batch is None else (batch,) + shape
             if not isinstance(o, np.ndarray) or o.shape != shape or o.dtype != dtype \
                     or not o.flags.writeable:
                 got = f"{o.dtype}{list(o.shape)}" if isinstance(o, np.ndarray) else type(o).__name__
@@ -1229,9 +1231,10 @@ class Traced:
                                 all(len(a) for a in self._in_adj))
         return self._jac_layout
 
-    def grad_batch(self, X):
+    def grad_batch(self, X, out=None):
         """Gradients of a scalar one-argument ``f`` at each row of ``X`` (shape ``(B,) +
-        arg.shape``), rows in parallel; returns an array shaped like ``X``.
+        arg.shape``), rows in parallel; returns an array shaped like ``X``, or writes into
+        ``out`` (shaped like ``X``, the argument's dtype) and returns it, as ``grad(out=)``.
 
         >>> import numpy as np, numbagrad as ng
         >>> f = ng.trace(lambda x: (x * x).sum(), np.ones(2))
@@ -1239,10 +1242,11 @@ class Traced:
         array([[2., 4.],
                [6., 8.]])
         """
-        return self.value_and_grad_batch(X)[1]
+        return self.value_and_grad_batch(X, out=out)[1]
 
-    def value_and_grad_batch(self, X):
-        """``(values, grads)`` of a scalar one-argument ``f`` at each row of ``X``."""
+    def value_and_grad_batch(self, X, out=None):
+        """``(values, grads)`` of a scalar one-argument ``f`` at each row of ``X``; ``out`` as
+        in ``grad_batch``."""
         if len(self.arg_shapes) != 1:
             raise TypeError("grad_batch is for functions of one argument")
         if self._out_size != 1:
@@ -1258,18 +1262,26 @@ class Traced:
             raise ValueError(f"argument {name}: expected dtype {self.arg_dtypes[0]}, got "
                              f"{X.dtype}")
         B = X.shape[0]
+        out = self._check_out(out, batch=B)
         w = int(np.prod(shape, dtype=np.int64))
         X2 = np.ascontiguousarray(X.reshape(B, w), dtype=self.dtype)
         if not X2.flags.writeable:  # a read-only array is another Numba type: one more compile
             X2 = X2.copy()
         vals = np.zeros(B, dtype=self.dtype)
-        grads = np.zeros((B, w), dtype=self.dtype)
+        kernel = B >= PARALLEL_ROWS and self._batch_kernel(B) is not None
+        in_place = out is not None and out[0].dtype == self.dtype and out[0].flags.c_contiguous
+        if in_place:
+            grads = out[0].reshape(B, w)
+            if not kernel:
+                grads[...] = 0
+        else:  # the batch kernel clears each row itself, in cache
+            grads = (np.empty if kernel else np.zeros)((B, w), dtype=self.dtype)
         if 0 < B < PARALLEL_ROWS:
             for r in range(B):
                 v, g = self.value_and_grad(X[r])
                 vals[r] = v
                 grads[r] = g.reshape(-1)
-        elif B and self._batch_kernel(B) is not None:
+        elif kernel:
             seg = self._batch_segment
             k = self._in_nodes[0][0]
             shifts = {j: sh for j, (a, sh) in enumerate(seg.inputs) if a == k}
@@ -1279,6 +1291,10 @@ class Traced:
             in_off = np.array([self._t.val_off[k] for k in self._in_nodes[0]], dtype=np.int64)
             _batch_rows(self._t, self._init, X2, in_off, self._adj_off, self._total,
                         self._out_node, self._jacobian_layout()[1], vals, grads, _nblocks(B))
+        if out is not None:
+            if not in_place:
+                out[0][...] = grads.reshape(X.shape)
+            return vals, out[0]
         return vals, grads.reshape(X.shape).astype(self.arg_dtypes[0], copy=False)
 
     def _batch_kernel(self, B):

@@ -169,6 +169,32 @@ def test_jacobian_out(rng):
         f_t.jacobian(x, out=np.zeros(8))
 
 
+@pytest.mark.parametrize("codegen", [None, False])
+def test_grad_batch_out(rng, codegen):
+    # out= as for grad: in place when contiguous (whatever it held: the batch kernel clears
+    # each row itself), through a copy when strided; few rows loop, many run in parallel
+    def rosen(x):
+        return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+    f_t = trace(rosen, rng.standard_normal(7), codegen=codegen)
+    for B in (5, 40, 20000):
+        X = rng.standard_normal((B, 7))
+        vals, G = f_t.value_and_grad_batch(X)
+        np.testing.assert_allclose(G[3], f_t.grad(X[3]), rtol=1e-14)
+        out = np.full((B, 7), np.nan)
+        v2, g2 = f_t.value_and_grad_batch(X, out=out)
+        assert g2 is out
+        np.testing.assert_array_equal(out, G)
+        np.testing.assert_array_equal(v2, vals)
+        strided = np.full((B, 14), np.nan)[:, ::2]
+        assert f_t.grad_batch(X, out=strided) is strided
+        np.testing.assert_array_equal(strided, G)
+    with pytest.raises(ValueError, match=r"out for x: expected a writable float64 array of "
+                                         r"shape \(4, 7\)"):
+        f_t.grad_batch(np.ones((4, 7)), out=np.zeros((4, 8)))
+    with pytest.raises(ValueError, match="out for x"):
+        f_t.grad_batch(np.ones((4, 7)), out=np.zeros((4, 7), dtype=np.float32))
+
+
 def test_scalar_graph_takes_python_floats_and_keeps_derivatives_aside(tmp_path):
     # a scalar graph runs its scalar program alone, takes Python floats as they are, and keeps
     # sin/cos derivatives in slots past the values: none of which shows in results or files
