@@ -392,7 +392,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
         for j, k in enumerate(x_off):
             emit(f"{ind}X{j} = XS[{j}][O[{k}] + lo:O[{k}] + hi]")
         # the reverse reads the stored values that cost more to recompute than to load (W4's
-        # tanh: 240 -> 25 us); LLVM drops the computations only they needed
+        # tanh: 245 -> 44 us); LLVM drops the computations only they needed
         load = {} if fwd else {i: k for i, k in stored.items() if _costly(cexpr, opcodes, i)}
         for i, k in (stored if fwd else load).items():
             emit(f"{ind}Y{i} = buf[O[{k}] + lo:O[{k}] + hi]")
