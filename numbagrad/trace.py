@@ -1269,13 +1269,16 @@ class Traced:
             X2 = X2.copy()
         vals = np.zeros(B, dtype=self.dtype)
         kernel = B >= PARALLEL_ROWS and self._batch_kernel(B) is not None
+        # only _batch_rows adds into zeros: the row loop assigns every row, and the batch
+        # kernel clears each row itself, in cache
+        adds = B >= PARALLEL_ROWS and not kernel
         in_place = out is not None and out[0].dtype == self.dtype and out[0].flags.c_contiguous
         if in_place:
             grads = out[0].reshape(B, w)
-            if not kernel:
+            if adds:
                 grads[...] = 0
-        else:  # the batch kernel clears each row itself, in cache
-            grads = (np.empty if kernel else np.zeros)((B, w), dtype=self.dtype)
+        else:
+            grads = (np.zeros if adds else np.empty)((B, w), dtype=self.dtype)
         if 0 < B < PARALLEL_ROWS:
             for r in range(B):
                 v, g = self.value_and_grad(X[r])
