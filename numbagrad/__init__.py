@@ -68,6 +68,27 @@ def _choose_threading_layer():
 
 _choose_threading_layer()
 
+
+def _launch_numba_threads():
+    """Start Numba's thread pool now, before any cached sweep is loaded.
+
+    A cached function that calls a parallel kernel holds calls to the pool's entry points,
+    which Numba registers with its linker only when the pool starts.  Numba starts it when it
+    loads a cached *parallel* function, but it forgets that a function compiled against
+    kernels it had itself loaded from the cache needs the pool too (their libraries lose the
+    flag).  Such a function, loaded in a fresh process before anything parallel ran,
+    calls address 0 (segfault): it happened to eager backward after ``autograd.py`` changed.
+    Starting the pool costs about 4 ms.
+    """
+    try:
+        from numba.np.ufunc.parallel import _launch_threads
+        _launch_threads()
+    except Exception:  # pragma: no cover  (no threading layer: nothing parallel can run)
+        pass
+
+
+_launch_numba_threads()
+
 from .grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .tensor import (
     Tensor, Size, tensor, as_tensor, from_numpy, randn, rand, zeros, ones, full, zeros_like,

@@ -11,10 +11,11 @@ The whole backward idea in one page:
 4. the leaves' slots are read out into ``.grad`` (or returned, for ``grad``).
 """
 import numpy as np
+from numba import njit
 
 from .sweeps import plan_adjoints, reverse_sweep, PAR_MIN, FREED, REQUIRES_GRAD, MODIFIED, \
-    SECOND_BACKWARD
-from .ops import LEAF
+    SECOND_BACKWARD, OK
+from .ops import IEEE, LEAF
 from .tape import Tape, resolve
 from .tensor import Tensor, as_tensor
 from . import anomaly
@@ -110,6 +111,39 @@ def _seed(out, g, i):
     return g
 
 
+@njit(**IEEE, cache=True)
+def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min):
+    """Steps 2-3 above in one compiled call: plan, seed, sweep, and (``free``) mark every swept
+    op FREED in ``t.flags`` and in ``flag_column`` (the tape's own column, or empty).
+
+    ``seeds`` holds the seed of each of ``seed_nodes`` flattened, one after another.  Returns
+    (adj_off, adj, status, op, node) as ``plan_adjoints`` does, with the swept adjoints.
+    A small tensor's backward used to pay for each step's call and NumPy temporaries
+    separately: 30 us, against 4 us of sweeping.
+    """
+    adj_off, total, status, op, node = plan_adjoints(t, seed_nodes)
+    if status != OK:
+        return adj_off, np.zeros(0, dtype=seeds.dtype), status, op, node
+    adj = np.zeros(total, dtype=seeds.dtype)
+    pos, top = 0, -1
+    for s in seed_nodes:
+        off, n = adj_off[s], t.sizes[s]
+        if off >= 0:
+            for j in range(n):
+                adj[off + j] += seeds[pos + j]
+        pos += n
+        top = max(top, s)
+    reverse_sweep(t, chunks, adj, adj_off, top, par_min)
+    if free:
+        marked = flag_column.size == t.flags.size
+        for i in range(top + 1):
+            if adj_off[i] >= 0 and t.opcodes[i] != LEAF:
+                t.flags[i] |= FREED
+                if marked:
+                    flag_column[i] |= FREED
+    return adj_off, adj, status, op, node
+
+
 def _run(outputs, grad_outputs, retain_graph):
     """Steps 1-3 above.  Returns (tape, adj, adj_off)."""
     outputs = [as_tensor(o) for o in outputs]
@@ -147,7 +181,14 @@ def _run(outputs, grad_outputs, retain_graph):
     tape.check_leaf_versions()
     arrays = tape.arrays()
     seed_nodes = np.array(nodes, dtype=np.int64)
-    adj_off, total, status, op, node = plan_adjoints(arrays, seed_nodes)
+    if len(seeds) == 1:
+        seed = np.ascontiguousarray(seeds[0].reshape(-1), dtype=tape.dtype)
+    else:
+        seed = np.concatenate([s.reshape(-1) for s in seeds]).astype(tape.dtype, copy=False)
+    # inside ng.detect_anomaly() the adjoints are checked before anything is freed
+    free = not retain_graph and not anomaly.is_anomaly_enabled()
+    adj_off, adj, status, op, node = backward_sweep(
+        arrays, tape.typed_chunks(), tape.flag_column(), seed_nodes, seed, free, PAR_MIN)
     if status == SECOND_BACKWARD:
         raise RuntimeError(SECOND_BACKWARD_MESSAGE)
     if status == MODIFIED:
@@ -158,16 +199,12 @@ def _run(outputs, grad_outputs, retain_graph):
             f"inplace operation: [{tape.dtype} tensor of shape {list(shape)}], which is {what}, "
             f"was saved for {tape.name(op)} (node {op} of the tape) and has been changed since. "
             f"Hint: make the change out of place (x = x + 1), or clone() the value first.")
-    adj = np.zeros(total, dtype=tape.dtype)
-    for k, s in zip(nodes, seeds):
-        off = adj_off[k]
-        adj[off:off + s.size] += s.reshape(-1)
-    reverse_sweep(arrays, tape.typed_chunks(), adj, adj_off, int(seed_nodes.max()), PAR_MIN)
-    anomaly.check_reverse(arrays, adj, adj_off, seed_nodes)  # only inside ng.detect_anomaly()
-    if not retain_graph:
-        freed = (adj_off >= 0) & (arrays.opcodes != LEAF)
-        np.frombuffer(tape.flags, dtype=np.int8)[freed] |= FREED  # a view: writes through
-        arrays.flags[freed] |= FREED
+    if not free:
+        anomaly.check_reverse(arrays, adj, adj_off, seed_nodes)  # only inside ng.detect_anomaly()
+        if not retain_graph:
+            freed = (adj_off >= 0) & (arrays.opcodes != LEAF)
+            np.frombuffer(tape.flags, dtype=np.int8)[freed] |= FREED  # a view: writes through
+            arrays.flags[freed] |= FREED
     return tape, adj, adj_off
 
 

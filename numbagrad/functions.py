@@ -50,8 +50,10 @@ def _quietly(fn, *args):
 
 
 def _is_number(x):
-    if type(x) is float or type(x) is int:  # the common case, without the ABC check
+    if type(x) is float or type(x) is int:  # the common cases, without the ABC check
         return True
+    if type(x) is Tensor:
+        return False
     return isinstance(x, numbers.Number) and not isinstance(x, Tensor)
 
 
@@ -71,7 +73,7 @@ def _float(a):
 
 def _scalar(c):
     """A Python number kept weak for NumPy's promotion (a float32 tensor stays float32)."""
-    if type(c) is float:
+    if type(c) is float or type(c) is int:
         return c
     if isinstance(c, (bool, np.bool_)):
         return int(c)
@@ -85,10 +87,12 @@ def _scalar(c):
 # ---------------------------------------------------------------- unary elementwise
 
 def _unary(opcode, x, name=None):
-    x = _tensor_arg(x)
+    if type(x) is not Tensor:
+        x = _tensor_arg(x)
     d = x._data
-    value = _quietly(OPS[opcode].eager, d if d.dtype.kind == "f" else _float(d))
-    return record(opcode, name or OPS[opcode].name, (x,), value)
+    op = OPS[opcode]
+    value = _quietly(op.eager, d if d.dtype.kind == "f" else _float(d))
+    return record(opcode, name or op.name, (x,), value)
 
 
 def exp(x):
@@ -220,7 +224,8 @@ def broadcast_shapes(*shapes):
 
 
 def _binary_tensors(opcode, a, b, name=None):
-    a, b = _tensor_arg(a), _tensor_arg(b)
+    if type(a) is not Tensor or type(b) is not Tensor:
+        a, b = _tensor_arg(a), _tensor_arg(b)
     av, bv = a._data, b._data
     if not (av.shape == bv.shape and av.dtype == bv.dtype and av.dtype.kind == "f"):
         # anything but two float arrays of one shape and dtype (the fast path) is checked here
@@ -230,15 +235,16 @@ def _binary_tensors(opcode, a, b, name=None):
             dt = get_default_dtype()
         av = av if av.dtype == dt else av.astype(dt)
         bv = bv if bv.dtype == dt else bv.astype(dt)
-    value = _quietly(OPS[opcode].eager, av, bv)
-    return record(opcode, name or OPS[opcode].name, (a, b), value)
+    op = OPS[opcode]
+    return record(opcode, name or op.name, (a, b), _quietly(op.eager, av, bv))
 
 
 def _with_scalar(opcode, x, c, name, eager):
     """An op between a tensor and a Python number: the number is a constant on the tape."""
     c = _scalar(c)
-    value = _quietly(eager, x._data, c)
-    if value.dtype.kind == "f" and x.dtype.kind != "f":
+    d = x._data
+    value = _quietly(eager, d, c)
+    if d.dtype.kind != "f" and value.dtype.kind == "f":
         value = value.astype(get_default_dtype())
     return record(opcode, name, (x,), value, consts=(float(c),))
 
@@ -251,6 +257,8 @@ def add(a, b):
     >>> x + 2
     tensor([3., 4.], grad_fn=<AddBackward0>)
     """
+    if type(a) is Tensor and type(b) is Tensor:
+        return _binary_tensors(ADD, a, b)
     if _is_number(b):
         return _with_scalar(ADD_C, _tensor_arg(a), b, "AddBackward0", lambda x, c: x + c)
     if _is_number(a):
@@ -260,6 +268,8 @@ def add(a, b):
 
 def sub(a, b):
     """a - b with broadcasting."""
+    if type(a) is Tensor and type(b) is Tensor:
+        return _binary_tensors(SUB, a, b)
     if _is_number(b):
         # x - c is recorded as x + (-c), which rounds identically
         return _with_scalar(ADD_C, _tensor_arg(a), -_scalar(b), "SubBackward0", lambda x, c: x + c)
@@ -270,6 +280,8 @@ def sub(a, b):
 
 def mul(a, b):
     """a * b with broadcasting."""
+    if type(a) is Tensor and type(b) is Tensor:
+        return _binary_tensors(MUL, a, b)
     if _is_number(b):
         return _with_scalar(MUL_C, _tensor_arg(a), b, "MulBackward0", lambda x, c: x * c)
     if _is_number(a):
@@ -279,6 +291,8 @@ def mul(a, b):
 
 def div(a, b):
     """a / b (true division) with broadcasting."""
+    if type(a) is Tensor and type(b) is Tensor:
+        return _binary_tensors(DIV, a, b)
     if _is_number(b):
         return _with_scalar(DIV_C, _tensor_arg(a), b, "DivBackward0", lambda x, c: x / c)
     if _is_number(a):
@@ -394,6 +408,12 @@ def _layout(shape, lo, hi):
 
 def _reduce_chain(x, axes, keepdim, last_opcode, last_name, eager_last):
     """Reduce ``x`` over ``axes``: SUM over every run of axes but the last, then ``last_opcode``."""
+    if axes is None and not keepdim:  # all of it: one node, without the layout work below
+        v = x._data if last_opcode == SUM else _float(x._data)
+        n = v.size
+        value = _quietly(eager_last, v.reshape(1, n, 1), n).reshape(())
+        return record(last_opcode, last_name, (x,), value, consts=(float(n),),
+                      iparams=(1, n, 1))
     shape = tuple(x.shape)
     if axes is None:
         axes = list(range(len(shape)))

@@ -50,16 +50,21 @@ _EMPTY_COLUMNS = {name: array(code, [0] if name in _POINTERS else [])
 _CHUNK_F64, _CHUNK_F32 = types.float64[::1], types.float32[::1]  # 5 us each to build
 
 
-# An empty typed list made in compiled code costs 3 us; List.empty_list from Python 11 us,
-# which was a tenth of a small tensor's whole backward
+# A typed list made in compiled code with its first chunk costs 3 us; List.empty_list from
+# Python 11 us, and each len() or append() on it from Python 1-3 us: together a tenth of a
+# small tensor's whole backward
 @njit(**IEEE, cache=True)
-def _empty_chunks_f64():
-    return List.empty_list(_CHUNK_F64)
+def _chunks_f64(first):
+    chunks = List.empty_list(_CHUNK_F64)
+    chunks.append(first)
+    return chunks
 
 
 @njit(**IEEE, cache=True)
-def _empty_chunks_f32():
-    return List.empty_list(_CHUNK_F32)
+def _chunks_f32(first):
+    chunks = List.empty_list(_CHUNK_F32)
+    chunks.append(first)
+    return chunks
 
 OWN_CHUNK = 4096       # results at least this large are stored without a copy
 SMALL_CHUNK_MAX = 1 << 16
@@ -69,20 +74,30 @@ _SMALL_ABSORB = 16  # absorb() node by node up to this many nodes (measured: see
 class Tape:
     """A graph being recorded.  ``len(tape)`` is its number of nodes."""
 
+    # Immutable defaults live on the class: eager scalar code makes a tape per op on leaves,
+    # and each attribute set in __init__ costs about 25 ns
+    _columns = None
+    _base = None               # or the TapeArrays that hold the columns' nodes (see arrays())
+    _bulky = False             # whether a queued node holds an ndarray of parameters
+    _n_columns = 0             # nodes already in the columns
+    _small = None              # the chunk small values are packed into
+    _small_used = 0
+    _small_id = -1
+    forward_to = None          # set when this tape was merged into another
+    shift = 0                  # ... and where its nodes start there
+    remap = None               # ... or, for a small tape, where each of its nodes went
+    _arrays = None             # cached arrays(), valid while len(self) is unchanged
+    _typed_chunks = None
+    _n_typed = 0               # chunks already in _typed_chunks
+
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
         # The columns are built lazily: append() queues a node as one tuple in _rows (one
         # list append instead of fourteen column appends) and reading any column flushes the
         # queue into them in bulk.  Eager scalar code records a node every few microseconds.
-        self._columns = None
         self._rows = []
-        self._bulky = False        # whether a queued node holds an ndarray of parameters
-        self._n_columns = 0        # nodes already in the columns
         self._len = 0
         self.chunks = []           # value storage, arrays of self.dtype
-        self._small = None         # the chunk small values are packed into
-        self._small_used = 0
-        self._small_id = -1
         self.leaves = []           # (node, tensor, version when recorded)
         self._leaf_node = {}       # id(tensor) -> (node, version) of its latest record
         self.retained = {}         # node -> non-leaf tensor that asked retain_grad()
@@ -90,11 +105,6 @@ class Tape:
         # how it was read);
         # a replay where one differs would have taken another path (trace.py checks them)
         self.guards = []
-        self.forward_to = None     # set when this tape was merged into another
-        self.shift = 0             # ... and where its nodes start there
-        self.remap = None          # ... or, for a small tape, where each of its nodes went
-        self._arrays = None        # cached arrays(), valid while len(self) is unchanged
-        self._typed_chunks = None
 
     def __len__(self):
         return self._len
@@ -103,7 +113,13 @@ class Tape:
         """Move the queued nodes into the columns."""
         cols = self._columns
         if cols is None:
-            cols = self._columns = {name: col.__copy__() for name, col in _EMPTY_COLUMNS.items()}
+            base, self._base = self._base, None
+            if base is None:
+                cols = {name: col.__copy__() for name, col in _EMPTY_COLUMNS.items()}
+            else:  # the nodes arrays() took straight from the queue (flags as they are now)
+                cols = {name: array(code, getattr(base, name).tobytes())
+                        for name, (code, _) in _INT_COLUMNS.items()}
+            self._columns = cols
         rows, self._rows = self._rows, []
         bulky, self._bulky = self._bulky, False
         self._n_columns += len(rows)
@@ -140,6 +156,9 @@ class Tape:
             r = self._rows[j]
             return r[8], r[9], r[5]
         c = self._columns
+        if c is None:
+            c = self._base
+            return int(c.val_chunk[k]), int(c.val_off[k]), int(c.sizes[k])
         return c["val_chunk"][k], c["val_off"][k], c["sizes"][k]
 
     # ------------------------------------------------------------ values
@@ -167,11 +186,17 @@ class Tape:
     def typed_chunks(self):
         """The chunks as a Numba typed list (built once, extended as chunks are added)."""
         tc = self._typed_chunks
+        chunks = self.chunks
         if tc is None:
+            if not chunks:  # a tape of no values still hands the sweeps a typed list
+                chunks.append(np.empty(0, dtype=self.dtype))
             tc = self._typed_chunks = (
-                _empty_chunks_f32 if self.dtype == np.float32 else _empty_chunks_f64)()
-        for c in self.chunks[len(tc):]:
-            tc.append(c)
+                _chunks_f32 if self.dtype == np.float32 else _chunks_f64)(chunks[0])
+            self._n_typed = 1
+        if self._n_typed < len(chunks):
+            for c in chunks[self._n_typed:]:
+                tc.append(c)
+            self._n_typed = len(chunks)
         return tc
 
     def value(self, k):
@@ -205,23 +230,37 @@ class Tape:
         ``flags=0`` records a value that carries no gradient (a comparison, or anything
         computed from one) so that a replay still recomputes it.
         """
+        n = value.size
         if alias_of is not None:
-            loc = self._row(alias_of)[:2]
+            chunk, off = self._row(alias_of)[:2]
+        elif n < OWN_CHUNK and self._small is not None and self._small_used + n <= self._small.size:
+            chunk, off = self._small_id, self._small_used  # store(), inlined for small values
+            if value.ndim == 0:
+                self._small[off] = value
+            else:
+                self._small[off:off + n] = value if value.ndim == 1 else value.reshape(-1)
+            self._small_used = off + n
         else:
-            loc = self.store(value)
-        return self.append(opcode, name_id, operands, value.shape, loc, flags, consts, iparams)
+            chunk, off = self.store(value)
+        if type(iparams) is np.ndarray or type(consts) is np.ndarray:
+            return self.append(opcode, name_id, operands, value.shape, (chunk, off), flags,
+                               consts, iparams)
+        self._rows.append((opcode, name_id, flags, operands, value.shape, n, consts, iparams,
+                           chunk, off))  # append(), inlined
+        k = self._len
+        self._len = k + 1
+        return k
 
     def leaf(self, tensor):
         """The node holding ``tensor`` (a leaf or constant), recording it on first use."""
         seen = self._leaf_node.get(id(tensor))
         if seen is not None and seen[1] == tensor._version[0]:
             return seen[0]
-        data = tensor._data
-        rg = tensor._requires_grad
-        k = self.append(LEAF, _LEAF_NAME, (), data.shape, self.store(data),
-                        REQUIRES_GRAD if rg else 0)
-        self._leaf_node[id(tensor)] = (k, tensor._version[0])
-        self.leaves.append((k, tensor, tensor._version[0]))
+        version = tensor._version[0]
+        k = self.record(LEAF, _LEAF_NAME, (), tensor._data,
+                        flags=REQUIRES_GRAD if tensor._requires_grad else 0)
+        self._leaf_node[id(tensor)] = (k, version)
+        self.leaves.append((k, tensor, version))
         return k
 
     def set_flag(self, k, bit):
@@ -230,15 +269,35 @@ class Tape:
         if self._arrays is not None:
             self._arrays.flags[k] |= bit
 
+    def flag_column(self):
+        """The flags column as a writable int8 view, or an empty array while there are no
+        columns (the nodes then live in ``arrays()`` alone, whose flags are the ones to set)."""
+        if self._columns is None:
+            return _NO_FLAGS
+        return np.frombuffer(self._columns["flags"], dtype=np.int8)
+
     # ------------------------------------------------------------ handing over
 
     def arrays(self):
-        """The tape as a TapeArrays of NumPy arrays, the form every sweep takes."""
-        if self._arrays is None or len(self._arrays.opcodes) != len(self):
-            cols = self._flush()
-            self._arrays = TapeArrays(**{
-                name: np.array(cols[name], dtype=dt) if len(cols[name]) else np.zeros(0, dtype=dt)
-                for name, (_, dt) in _INT_COLUMNS.items()})
+        """The tape as a TapeArrays of NumPy arrays, the form every sweep takes.
+
+        A tape read for the first time (an eager backward, mostly) builds them straight from
+        the queued nodes, and they stand for the columns until a column is read or more nodes
+        are flushed (``_flush`` then copies them into columns): the columns cost as much
+        again, and most eager tapes are read once.
+        """
+        if self._arrays is not None and len(self._arrays.opcodes) == self._len:
+            return self._arrays
+        if self._columns is None and self._n_columns == 0:
+            rows, bulky = self._rows, self._bulky
+            self._rows, self._bulky = [], False
+            self._n_columns = len(rows)
+            self._arrays = self._base = _arrays_from_rows(rows, bulky)
+            return self._arrays
+        cols = self._flush()
+        self._arrays = TapeArrays(**{
+            name: np.array(cols[name], dtype=dt) if len(cols[name]) else np.zeros(0, dtype=dt)
+            for name, (_, dt) in _INT_COLUMNS.items()})
         return self._arrays
 
     def check_leaf_versions(self):
@@ -255,10 +314,11 @@ class Tape:
         self.chunks = [c.astype(self.dtype) for c in self.chunks]
         self._small = None  # the next small value starts a fresh chunk of the new dtype
         self._typed_chunks = None
+        self._n_typed = 0
 
     def absorb(self, other):
         """Append ``other``'s nodes to this tape; ``other`` then forwards here."""
-        if other.dtype != self.dtype:
+        if other.dtype is not self.dtype and other.dtype != self.dtype:
             wide = np.promote_types(self.dtype, other.dtype)
             self.upcast(wide) if self.dtype != wide else None
             other.upcast(wide) if other.dtype != wide else None
@@ -286,14 +346,17 @@ class Tape:
             self.leaves.append((remap[k], tensor, version))
             if id(tensor) not in self._leaf_node:
                 self._leaf_node[id(tensor)] = (remap[k], version)
-        for k, tensor in other.retained.items():
-            self.retained[remap[k]] = tensor
-        self.guards.extend((remap[k], kind, value, how) for k, kind, value, how in other.guards)
+        if other.retained:
+            for k, tensor in other.retained.items():
+                self.retained[remap[k]] = tensor
+            other.retained = {}
+        if other.guards:
+            self.guards.extend((remap[k], kind, value, how) for k, kind, value, how in other.guards)
+            other.guards = []
         other.forward_to, other.shift = self, shift
-        other.chunks, other.leaves, other.retained, other._leaf_node = [], [], {}, {}
-        other.guards = []
-        other._arrays = other._typed_chunks = other._small = None
-        other._rows = []
+        other.chunks, other.leaves, other._leaf_node, other._rows = [], [], {}, []
+        other._arrays = other._typed_chunks = other._small = other._base = None
+        other._n_typed = 0
         return shift
 
     def _append_nodes(self, other, remap, duplicates):
@@ -360,6 +423,28 @@ class Tape:
                 name = "Input" if self.flags[k] & REQUIRES_GRAD else "Constant"
             lines.append(f"{k:5d}  {name:<22s} {str(ops_):<16s} {shape}")
         return "\n".join(lines)
+
+
+_NO_FLAGS = np.zeros(0, dtype=np.int8)
+
+
+def _arrays_from_rows(rows, bulky):
+    """TapeArrays of queued rows (see ``Tape.append``), without going through the columns."""
+    (opcodes, name_ids, flags, operands, shapes, sizes, consts, iparams, val_chunk,
+     val_off) = zip(*rows) if rows else ((),) * 10
+    fixed = {"opcodes": opcodes, "name_ids": name_ids, "flags": flags, "sizes": sizes,
+             "val_chunk": val_chunk, "val_off": val_off}
+    out = {name: np.array(v, dtype=_INT_COLUMNS[name][1]) for name, v in fixed.items()}
+    for name, ptr, ragged in (("args", "arg_ptr", operands), ("shapes", "shape_ptr", shapes),
+                              ("consts", "const_ptr", consts), ("iparams", "iparam_ptr", iparams)):
+        dt = _INT_COLUMNS[name][1]
+        if bulky:  # some are ndarrays (gather indices and the like)
+            out[name] = np.concatenate([np.asarray(r, dtype=dt).reshape(-1) for r in ragged]) \
+                if ragged else np.zeros(0, dtype=dt)
+        else:
+            out[name] = np.array(list(chain.from_iterable(ragged)), dtype=dt)
+        out[ptr] = np.array(list(accumulate(map(len, ragged), initial=0)), dtype=np.int64)
+    return TapeArrays(**out)
 
 
 def _column(name):

@@ -425,8 +425,23 @@ def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False, diff
     grad = grad and differentiable
     if not (grad or taped or (not differentiable and any(x._requires_grad for x in inputs))):
         return Tensor(value)
-    tape = _tape_for(inputs, value.dtype if value.dtype.kind == "f" else _default[0])
-    nodes = [x._node if x._tape is tape else _node_on(tape, x) for x in inputs]
+    dtype = value.dtype if value.dtype.kind == "f" else _default[0]
+    if len(inputs) == 1:  # the common case, without the general merge (about 1 us less)
+        x = inputs[0]
+        tape = x._tape
+        if tape is None:
+            tape = Tape(dtype)
+            nodes = [tape.leaf(x)]
+        else:
+            if tape.forward_to is not None:
+                tape, node = resolve(tape, x._node)
+                x._tape, x._node = tape, node
+            if tape.dtype is not dtype and dtype == np.float64:
+                tape.upcast(np.float64)
+            nodes = [x._node]
+    else:
+        tape = _tape_for(inputs, dtype)
+        nodes = [x._node if x._tape is tape else _node_on(tape, x) for x in inputs]
     k = tape.record(opcode, NAME_ID[name], nodes, value, consts, iparams,
                     alias_of=nodes[0] if alias else None, flags=REQUIRES_GRAD if grad else 0)
     if anomaly._active[0]:  # ng.detect_anomaly() somewhere: check the value now

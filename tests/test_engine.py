@@ -1,4 +1,6 @@
 """The engine itself: backward really is the Numba sweep over the tape's flat arrays."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -9,18 +11,22 @@ from numbagrad.tape import TapeArrays
 
 def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
     seen = []
-    real = sweeps.reverse_sweep
+    real = autograd.backward_sweep  # plan, seed, reverse_sweep and free, in one compiled call
 
-    def spy(t, chunks, adj, adj_off, top, par_min):
-        seen.append((t, adj_off, top))
-        return real(t, chunks, adj, adj_off, top, par_min)
+    def spy(t, chunks, flag_column, seed_nodes, seeds, free, par_min):
+        out = real(t, chunks, flag_column, seed_nodes, seeds, free, par_min)
+        seen.append((t, out[0], int(seed_nodes.max()), free))
+        return out
 
-    monkeypatch.setattr(autograd, "reverse_sweep", spy)
+    monkeypatch.setattr(autograd, "backward_sweep", spy)
     x = ng.tensor([1.0, 2.0, 3.0], requires_grad=True)
     z = (2 * (x + 2) ** 2).mean()
     z.backward()
     assert hasattr(real, "py_func") and real.signatures  # a compiled Numba dispatcher
-    (t, adj_off, top), = seen
+    assert "reverse_sweep(" in inspect.getsource(real.py_func)
+    (t, adj_off, top, free), = seen
+    assert free  # no retain_graph: the swept ops are marked FREED
+    assert (t.flags[1:] & sweeps.FREED).all() and not t.flags[0] & sweeps.FREED
     assert isinstance(t, TapeArrays)
     assert t.opcodes.dtype == np.int32 and t.args.dtype == np.int64
     assert list(t.opcodes) == [ops.LEAF, ops.ADD_C, ops.POW_C, ops.MUL_C, ops.MEAN]
@@ -110,6 +116,35 @@ def test_merging_small_tapes_keeps_no_dead_copies_of_leaves():
         expect[b] += np.sin(x[a])
     np.testing.assert_allclose([2 * e for e in expect], [v.grad.item() for v in xs], rtol=1e-13)
     assert acc.grad.item() == 2.0
+
+
+def test_tape_read_once_then_grown_keeps_columns_and_flags_consistent():
+    # the first arrays() is built straight from the queued nodes and stands for the columns;
+    # recording more, reading a column or merging afterwards must see every node and flag
+    x = ng.tensor([1.0, 2.0], requires_grad=True)
+    w = ng.tensor([3.0, 4.0], requires_grad=True)
+    y = (x * w).sum()
+    y.backward(retain_graph=True)
+    tape = y._tape
+    assert tape._columns is None and tape._base is not None  # not yet copied into columns
+    z = y * y + (x[[0, 0, 1]] * 2).sum()  # grows the same tape, with a bulky (ndarray) node
+    assert z._tape is tape
+    z.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3, 4] + 2 * 11 * np.array([3, 4]) + [4, 2])
+    freed = np.frombuffer(tape.flags, dtype=np.int8) & sweeps.FREED  # a column read
+    assert list(freed != 0) == list(tape.arrays().flags & sweeps.FREED != 0)
+    assert freed[tape.arrays().opcodes != ops.LEAF].all()
+    assert "SumBackward0" in str(tape) and len(tape.opcodes) == len(tape)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        z.backward()
+    # a tape read once, then merged into another, keeps its nodes' flags
+    a = ng.tensor(2.0, requires_grad=True)
+    u = a * a
+    u.backward(retain_graph=True)
+    big = sum(ng.sin(ng.tensor(float(i), requires_grad=True)) for i in range(40))
+    v = big + u
+    v.backward()
+    assert a.grad.item() == 4.0 + 4.0
 
 
 def test_recorded_index_arrays_are_copied():

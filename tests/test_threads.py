@@ -140,6 +140,18 @@ def test_threading_layer_choice():
     assert numba.config.THREADING_LAYER in ("tbb", "threadsafe")
 
 
+def test_import_starts_numbas_thread_pool():
+    # A cached function compiled against kernels Numba loaded from its cache loses the note
+    # that it needs the pool; loaded in a fresh process before the pool starts, it calls
+    # address 0.  Importing numbagrad starts the pool first (numbagrad/__init__.py).
+    r = subprocess.run([sys.executable, "-c", "import numbagrad\n"
+                        "from numba.np.ufunc import parallel\n"
+                        "print(parallel._is_initialized)"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
+
+
 # ---------------------------------------------------------------- processes
 
 def _traced_rosen():
