@@ -87,12 +87,15 @@ def _leaf_tensor(tape, node):
     return None
 
 
+_ONE = np.ones(1)  # the implicit seed of a scalar output (only read)
+
+
 def _seed(out, g, i):
     """The gradient that ``out`` is seeded with (ones for a scalar)."""
     if g is None:
         if out._data.size != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
-        return np.ones(out.shape, dtype=out.dtype)
+        return _ONE
     if isinstance(g, Tensor):
         g = g._data
     else:
@@ -182,7 +185,9 @@ def _run(outputs, grad_outputs, retain_graph):
     arrays = tape.arrays()
     seed_nodes = np.array(nodes, dtype=np.int64)
     if len(seeds) == 1:
-        seed = np.ascontiguousarray(seeds[0].reshape(-1), dtype=tape.dtype)
+        seed = seeds[0]
+        if seed is not _ONE or tape.dtype != np.float64:
+            seed = np.ascontiguousarray(seed.reshape(-1), dtype=tape.dtype)
     else:
         seed = np.concatenate([s.reshape(-1) for s in seeds]).astype(tape.dtype, copy=False)
     # inside ng.detect_anomaly() the adjoints are checked before anything is freed
@@ -212,8 +217,9 @@ def _adjoint(tape, adj, adj_off, k, like):
     off = adj_off[k]
     if off < 0:
         return None
-    g = adj[off:off + like._data.size].reshape(like.shape)
-    return g.astype(like.dtype) if g.dtype != like.dtype else g.copy()
+    d = like._data
+    g = adj[off:off + d.size].reshape(d.shape)
+    return g.astype(d.dtype) if g.dtype != d.dtype else g.copy()
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None):
