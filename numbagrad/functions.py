@@ -842,7 +842,7 @@ def matmul(a, b):
         name, params = "BmmBackward0", (nb, m, k, n, int(a.ndim > 2), 1)
     av = a._data if a.dtype == dt else a._data.astype(dt)
     bv = b._data if b.dtype == dt else b._data.astype(dt)
-    value = np.asarray(np.matmul(av, bv))
+    value = _quietly(np.matmul, av, bv)  # inf * 0 makes NaN silently, as in PyTorch
     return record(MATMUL, name, (a, b), contiguous(value), iparams=params)
 
 

@@ -37,7 +37,8 @@ from numba import njit, prange
 from numba.typed import List
 
 from . import anomaly, grad_mode
-from .ops import IEEE, LEAF, NAMES, COMPARE, SUM, MEAN
+from .ops import IEEE, LEAF, NAMES, COMPARE, SUM, MEAN, MATMUL
+from . import kernels as K
 import numba
 
 from . import codegen
@@ -45,7 +46,7 @@ from .fusion import (plan_fusion, replay_forward, replay_reverse, segment_forwar
                      segment_reverse, scalar_forward, scalar_reverse, P_OP, P_AUX)
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, REQUIRES_GRAD)
-from .tape import Tape, TapeArrays, resolve
+from .tape import Tape, TapeArrays, resolve, _chunks_f32, _chunks_f64
 from .tensor import Tensor, as_tensor, GUARD_TRUTH, guard_watch
 from .validate import validate
 
@@ -130,6 +131,28 @@ def _add_spans(adj, spans, out, r):
         else:
             for j in range(w):
                 out[r, c + j] = adj[a + j]
+
+
+@njit(**IEEE, cache=True)
+def _matmul_grad_into(t, chunks, adj, adj_off, i, side, out):
+    """The adjoint of operand ``side`` of matrix product ``i`` (one batch) assigned into
+    ``out``: ``kernels.matmul_vjp`` for a slot nobody else writes, with beta = 0 (no zeroing
+    pass, no copy out of the adjoint buffer) and its sparse-row rule."""
+    p = K.iparams_of(t, i)
+    m, k, n = p[1], p[2], p[3]
+    a, b = K.arg(t, i, 0), K.arg(t, i, 1)
+    av, ao = chunks[t.val_chunk[a]], t.val_off[a]
+    bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
+    g = adj_off[i]
+    G = adj[g: g + m * n].reshape((m, n))
+    if K._sparse_rows(G):
+        out[:] = 0.0
+        K._matmul_vjp_rows(G, av[ao:ao + m * k].reshape((m, k)), bv[bo:bo + k * n].reshape((k, n)),
+                           out, 0 if side == 0 else -1, 0 if side == 1 else -1)
+    elif side == 0:  # dA = G @ B.T
+        K.gemm(out, 0, adj, g, 0, bv, bo, 1, m, n, k, 0.0)
+    else:  # dB = A.T @ G
+        K.gemm(out, 0, av, ao, 1, adj, g, 0, k, m, n, 0.0)
 
 
 @njit(**IEEE, cache=True)
@@ -937,6 +960,31 @@ class Traced:
                 self._cg_out[i] = (k, bool(assigned[k]))
         out_nodes = np.zeros(n, dtype=bool)
         out_nodes[[k for k, _ in self._cg_out.values()]] = True
+        # arguments whose one reader is a matrix product (a layer's weights): read through a
+        # chunk of their own (the caller's array), and their gradient assigned into the
+        # returned array by one gemm once the reverse sweep is done (_matmul_grad_into): no
+        # copy in, no zeroing, no copy out, which was a tenth of an MLP's replay (W4)
+        self._mm_direct = {}  # argument -> (node, matrix product, operand side)
+        for i, ns in enumerate(self._in_nodes):
+            if i in self._cg_in or i in self._cg_out or len(ns) != 1 \
+                    or self.arg_dtypes[i] != self.dtype or self._small_io is not None:
+                continue
+            k = ns[0]
+            readers = consumers[t.args == k]
+            if k in guarded or adj_off[k] < 0 or len(readers) != 1:
+                continue
+            m = int(readers[0])
+            if t.opcodes[m] == MATMUL and t.iparams[t.iparam_ptr[m]] == 1 and home[m] < 0 \
+                    and adj_off[m] >= 0 and m <= self._out_node:
+                self._mm_direct[i] = (k, m, 0 if t.args[t.arg_ptr[m]] == k else 1)
+        if self._mm_direct:
+            val_chunk, val_off, mm_adj_off = t.val_chunk.copy(), t.val_off.copy(), adj_off.copy()
+            for j, (k, _, _) in enumerate(self._mm_direct.values()):
+                val_chunk[k], val_off[k] = 1 + j, 0  # chunk 0 is the value buffer
+                mm_adj_off[k] = -1  # the sweeps leave its adjoint to _matmul_grad_into
+                out_nodes[k] = True
+            self._mm_t = t._replace(val_chunk=val_chunk, val_off=val_off)
+            self._mm_adj_off = mm_adj_off
         self._cg_zero = self._ranges(np.flatnonzero((adj_off >= 0) & (p.ext != 1) & ~assigned))
         self._cg_zero_vg = self._ranges(
             np.flatnonzero((adj_off >= 0) & (p.ext != 1) & ~assigned & ~out_nodes))
@@ -965,9 +1013,11 @@ class Traced:
             to.append(off if g is None else shift)
         return tuple(XS) or (buf,), xo, tuple(TS) or (adj,), to
 
-    def _run_forward(self, buf, chunks, direct, skip_final=False):
-        """replay_forward with the compiled segments run by their own kernels."""
-        t, p, segs = self._t, self._plan, self._segments
+    def _run_forward(self, buf, chunks, direct, skip_final=False, t=None):
+        """replay_forward with the compiled segments run by their own kernels (``t``: the tape
+        the interpreted ops read, ``_mm_t`` when arguments have chunks of their own)."""
+        t = self._t if t is None else t
+        p, segs = self._plan, self._segments
         nt = numba.get_num_threads()
         i = 0
         for s, (a, b) in enumerate(zip(p.seg_start.tolist(), p.seg_stop.tolist())):
@@ -983,10 +1033,13 @@ class Traced:
         if i < len(t.opcodes):
             forward_sweep(t, chunks, i, len(t.opcodes), PAR_MIN)
 
-    def _run_reverse(self, buf, chunks, adj, direct, gout, final=False):
+    def _run_reverse(self, buf, chunks, adj, direct, gout, final=False, t=None, adj_off=None):
         """replay_reverse with the compiled segments run by their own kernels; ``final``: the
-        last segment's forward was left to this pass (``_run_forward(skip_final=True)``)."""
-        t, p, segs, adj_off = self._t, self._plan, self._segments, self._adj_off
+        last segment's forward was left to this pass (``_run_forward(skip_final=True)``);
+        ``t``, ``adj_off``: as the interpreted ops see them (see ``_mm_direct``)."""
+        t = self._t if t is None else t
+        adj_off = self._adj_off if adj_off is None else adj_off
+        p, segs = self._plan, self._segments
         nt = numba.get_num_threads()
         hi = self._out_node
         for s in range(len(p.seg_start) - 1, -1, -1):
@@ -1019,7 +1072,17 @@ class Traced:
             if a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned \
                     and a.flags.writeable:
                 direct[k] = a.reshape(-1)
-        self._load(arrs, buf, skip=direct)
+        t, adj_off = self._t, self._adj_off
+        mm_chunks = chunks
+        if self._mm_direct:
+            t, adj_off = self._mm_t, self._mm_adj_off
+            mm_chunks = (_chunks_f32 if self.dtype == np.float32 else _chunks_f64)(buf)
+            for i, (k, _, _) in self._mm_direct.items():
+                a = arrs[i]
+                if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+                    a = np.array(a, order="C")  # a typed list holds writable C arrays only
+                mm_chunks.append(a.reshape(-1))
+        self._load(arrs, buf, skip=direct.keys() | {k for k, _, _ in self._mm_direct.values()})
         gout, grads = {}, {}
         for i, (k, assigned) in self._cg_out.items():
             g = outs[i] if outs is not None and outs[i].flags.c_contiguous else \
@@ -1033,14 +1096,19 @@ class Traced:
             gout[k], grads[i] = flat, g
         o = self._adj_off[self._out_node]
         final = self._cg_final >= 0 and o >= 0
-        self._run_forward(buf, chunks, direct, skip_final=final)
+        self._run_forward(buf, mm_chunks, direct, skip_final=final, t=t)
         if o < 0:  # the output does not depend on any argument
             self._check_guards(buf)
             return buf, self._collect(adj)
         for a, b in self._cg_zero_vg:
             adj[a:b] = 0
         adj[o] = 1.0
-        self._run_reverse(buf, chunks, adj, direct, gout, final=final)
+        self._run_reverse(buf, mm_chunks, adj, direct, gout, final=final, t=t, adj_off=adj_off)
+        for i, (k, m, side) in self._mm_direct.items():
+            g = outs[i] if outs is not None and outs[i].flags.c_contiguous else \
+                np.empty(self.arg_shapes[i], dtype=self.dtype)
+            _matmul_grad_into(t, mm_chunks, adj, adj_off, m, side, g.reshape(-1))
+            grads[i] = g
         self._check_guards(buf)  # guarded values of the last segment are known only now
         rest = self._collect(adj, skip=grads)
         return buf, [grads.get(i, g) for i, g in enumerate(rest)]

@@ -12,6 +12,7 @@ import pytest
 
 import numbagrad as ng
 from numbagrad import codegen
+trace_module = sys.modules["numbagrad.trace"]
 
 from test_fusion import CASES
 
@@ -100,6 +101,46 @@ def test_arguments_read_in_place_or_copied_alike():
     out = np.empty(10000)[::2]  # not contiguous: filled from a scratch gradient
     assert comp.grad(x, out=out) is out
     np.testing.assert_allclose(out, expected[1], rtol=1e-12)
+
+
+def test_weights_read_by_one_matrix_product_skip_the_buffers():
+    # a weight whose one reader is a matrix product is read from the caller's array and its
+    # gradient assigned by one gemm into the returned array (Traced._mm_direct)
+    rng = np.random.default_rng(6)
+    X = ng.tensor(rng.standard_normal((20, 12)))
+    Xinf = rng.standard_normal((20, 12))
+    Xinf[3, 0] = np.inf  # in a row whose adjoint is a structural zero: must not make NaN
+    Xinf = ng.tensor(Xinf)
+
+    def f(W1, b1, W2, V, W3):
+        h = ng.tanh(X @ W1 + b1)                       # W1: the right operand
+        z = W2 @ h                                     # W2: the left operand
+        u = (h @ V).sum() + V.sum()                    # V: two readers, through the buffers
+        s = (ng.tanh(Xinf @ W3)[0] ** 2).sum()         # one seeded row: the sparse-row rule
+        return (z * z).mean() + u + s
+
+    args = [rng.standard_normal(s) for s in ((12, 8), (8,), (5, 20), (8, 8), (12, 4))]
+    args.append(rng.standard_normal(trace_module.SMALL_IO_MAX))  # arguments past the small path
+    f5 = f
+    f = lambda W1, b1, W2, V, W3, pad: f5(W1, b1, W2, V, W3) + (pad * pad).sum()
+    interp, comp = pair(f, args)
+    expected = interp.value_and_grad(*args)
+    assert_same(expected, comp.value_and_grad(*args))
+    assert sorted(comp._mm_direct) == [0, 2, 4]
+    assert np.isfinite(expected[1][4]).all()
+    outs = [np.full_like(a, np.nan) for a in args]
+    v, grads = comp.value_and_grad(*args, out=outs)
+    assert all(g is o for g, o in zip(grads, outs))
+    assert_same(expected, (v, grads))
+    fortran, ro = np.asfortranarray(args[0]), args[2].copy()
+    ro.flags.writeable = False
+    assert_same(expected, comp.value_and_grad(fortran, args[1], ro, *args[3:]))
+    with np.errstate(all="raise"):  # the eager matmul's inf * 0 stays silent, as in PyTorch
+        f(*[ng.tensor(a, requires_grad=True) for a in args]).backward()
+    args2 = [a * 0.7 - 0.1 for a in args]  # nothing left over from the last call
+    assert_same(interp.value_and_grad(*args2), comp.value_and_grad(*args2))
+    assert_same(interp.vjp(args2, 1.0), comp.vjp(args2, 1.0))  # the buffers' path, unchanged
+    assert_same(interp.value_and_grad(*args2), comp.value_and_grad(*args2))
 
 
 def test_grad_batch_whole_rows_in_one_kernel():
