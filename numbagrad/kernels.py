@@ -930,17 +930,18 @@ def cat_jvp(t, tan, tan_off, i):
 # iparams: batch, m, k, n, a_batched, b_batched.  a is (m, k), b is (k, n) per batch.
 
 @intrinsic
-def _xxgemm(typingctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """BLAS ``c = alpha op(a) op(b) + beta c`` (column-major, ``ta``/``tb`` 0 or 1 for op = the
+def _xxgemm(typingctx, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """BLAS ``c = op(a) op(b) + beta c`` (column-major, ``ta``/``tb`` 0 or 1 for op = the
     transpose) on the data of the 1-D arrays ``a``, ``b``, ``c``, through the same SciPy BLAS
     that Numba's ``np.dot`` calls (its ``numba_xxgemm`` helper, found by name, so callers
     cache).  ``np.dot`` can only assign a product into a new array: a beta of 1 adds it in
-    place, without the temporary, its page faults and the extra pass."""
+    place, without the temporary, its page faults and the extra pass.  Returns BLAS's status
+    (-1: SciPy's BLAS could not be loaded)."""
     if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)
             and b == a and c == a):
         return None
     dtype = a.dtype
-    sig = types.int32(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    sig = types.int32(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, sig, args):
         from numba.np.linalg import ensure_blas, get_blas_kind
@@ -950,7 +951,7 @@ def _xxgemm(typingctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
             ir.IntType(32), [char, char, char, intp, intp, intp, vp, vp, intp, vp, intp, vp,
                              vp, intp]), "numba_xxgemm")
-        (ta_, tb_, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_) = args
+        (ta_, tb_, m_, n_, k_, a_, lda_, b_, ldb_, be, c_, ldc_) = args
         sty = sig.args
 
         def flag(v, ty):  # 0/1 -> 'n'/'t'
@@ -961,9 +962,9 @@ def _xxgemm(typingctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         def size(v, ty):
             return context.cast(builder, v, ty, types.intp)
 
-        def slot(v, ty):
+        def slot(v, ty):  # BLAS takes alpha and beta by reference
             p = cgutils.alloca_once(builder, context.get_value_type(dtype))
-            builder.store(context.cast(builder, v, ty, dtype), p)
+            builder.store(v if ty is None else context.cast(builder, v, ty, dtype), p)
             return builder.bitcast(p, vp)
 
         def data(v, ty):
@@ -972,9 +973,9 @@ def _xxgemm(typingctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         kind = ir.Constant(char, ord(get_blas_kind(dtype)))
         return builder.call(fn, [
             kind, flag(ta_, sty[0]), flag(tb_, sty[1]), size(m_, sty[2]), size(n_, sty[3]),
-            size(k_, sty[4]), slot(al, sty[5]), data(a_, sty[6]), size(lda_, sty[7]),
-            data(b_, sty[8]), size(ldb_, sty[9]), slot(be, sty[10]), data(c_, sty[11]),
-            size(ldc_, sty[12])])
+            size(k_, sty[4]), slot(context.get_constant(dtype, 1.0), None), data(a_, sty[5]),
+            size(lda_, sty[6]), data(b_, sty[7]), size(ldb_, sty[8]), slot(be, sty[9]),
+            data(c_, sty[10]), size(ldc_, sty[11])])
     return sig, codegen
 
 
@@ -991,8 +992,10 @@ def gemm(c, co, a, ao, ta, b, bo, tb, m, k, n, beta):
         for j in range(co, co + m * n):
             c[j] = 0.0 if beta == 0.0 else c[j] * beta
         return
-    _xxgemm(tb, ta, n, m, k, 1.0, b[bo:], k if tb else n, a[ao:], m if ta else k, beta,
-            c[co:], n)
+    status = _xxgemm(tb, ta, n, m, k, b[bo:], k if tb else n, a[ao:], m if ta else k, beta,
+                     c[co:], n)
+    if status != 0:
+        raise RuntimeError("BLAS gemm failed: SciPy's BLAS could not be loaded")
 
 
 @jit
