@@ -13,8 +13,8 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
     seen = []
     real = autograd.backward_sweep  # plan, seed, reverse_sweep and free, in one compiled call
 
-    def spy(t, chunks, flag_column, seed_nodes, seeds, free, par_min):
-        out = real(t, chunks, flag_column, seed_nodes, seeds, free, par_min)
+    def spy(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf):
+        out = real(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf)
         seen.append((t, out[0], int(seed_nodes.max()), free))
         return out
 
@@ -34,6 +34,29 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
     assert list(t.consts) == [2.0, 2.0, 2.0, 3.0]  # +2, **2, *2, mean's count
     assert top == 4 and (adj_off >= 0).all()
     np.testing.assert_allclose(x.grad.numpy(), 4 * (np.array([1.0, 2.0, 3.0]) + 2) / 3)
+
+
+def test_large_backward_sweeps_into_adjoints_allocated_by_numpy(monkeypatch):
+    # Numba's np.zeros fills a large buffer serially; NumPy's is calloc, zeroed as it is touched
+    calls = []
+    real = autograd.backward_sweep
+
+    def spy(*args):
+        out = real(*args)
+        calls.append((args[-1].size, out[2], out[1].size))
+        return out
+
+    monkeypatch.setattr(autograd, "backward_sweep", spy)
+    n = autograd.CALLOC_MIN
+    x = ng.tensor(np.linspace(-1.0, 1.0, n), requires_grad=True)
+    (2 * (x + 2) ** 2).mean().backward()
+    total = 4 * n + 1  # x, x + 2, its square, twice that, and the mean
+    assert calls == [(0, autograd.NEED_BUFFER, 0), (total, sweeps.OK, total)]
+    np.testing.assert_allclose(x.grad.numpy(), 4 * (np.linspace(-1.0, 1.0, n) + 2) / n)
+    calls.clear()
+    y = ng.tensor([1.0, 2.0], requires_grad=True)
+    (y * y).sum().backward()  # small: one call, its buffer allocated inside
+    assert calls == [(0, sweeps.OK, 5)] and y.grad.tolist() == [2.0, 4.0]
 
 
 def test_tape_dump_and_structure():
