@@ -117,9 +117,11 @@ def _seed(out, g, i):
 # Above this many adjoint elements the buffer comes from NumPy: np.zeros is calloc there, whose
 # pages arrive zeroed as the parallel sweep first touches them, where Numba's np.zeros fills
 # them serially (4e7 elements: 175 ms against 35-70 for calloc and a first touch; W1 at n =
-# 10^7 eager took 250 ms instead of 130 when backward_sweep allocated its own)
+# 10^7 took 210 ms to backward instead of 67 when backward_sweep allocated its own)
 CALLOC_MIN = 1 << 17
-NEED_BUFFER = 3  # backward_sweep's status when the adjoints need a buffer of ``op`` elements
+# backward_sweep's status when the adjoints need a buffer of ``op`` elements (past the
+# statuses plan_adjoints returns)
+NEED_BUFFER = max(OK, MODIFIED, SECOND_BACKWARD) + 1
 
 
 @njit(**IEEE, cache=True)
@@ -137,7 +139,7 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
     """
     adj_off, total, status, op, node = plan_adjoints(t, seed_nodes)
     if status != OK:
-        return adj_off, np.zeros(0, dtype=seeds.dtype), status, op, node
+        return adj_off, adj_buf[:0], status, op, node
     if adj_buf.size == total:
         adj = adj_buf
     elif total >= CALLOC_MIN:
