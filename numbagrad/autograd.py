@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from .sweeps import plan_adjoints, reverse_sweep, PAR_MIN, FREED, REQUIRES_GRAD, MODIFIED, \
-    SECOND_BACKWARD, OK
+    SECOND_BACKWARD, OK, NEED_BUFFER
 from .ops import IEEE, LEAF
 from .tape import Tape, resolve
 from .tensor import Tensor, as_tensor
@@ -119,9 +119,6 @@ def _seed(out, g, i):
 # them serially (4e7 elements: 175 ms against 35-70 for calloc and a first touch; W1 at n =
 # 10^7 took 210 ms to backward instead of 67 when backward_sweep allocated its own)
 CALLOC_MIN = 1 << 17
-# backward_sweep's status when the adjoints need a buffer of ``op`` elements (past the
-# statuses plan_adjoints returns)
-NEED_BUFFER = max(OK, MODIFIED, SECOND_BACKWARD) + 1
 
 
 @njit(**IEEE, cache=True)

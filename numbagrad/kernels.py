@@ -76,19 +76,15 @@ def broadcast_map(out_shape, in_shape):
     size = 1
     for d in range(ni):
         size *= in_shape[d]
-    strides = np.zeros(nd, dtype=np.int64)
-    s = 1
-    for d in range(1, ni + 1):
-        if in_shape[ni - d] != 1:
-            strides[nd - d] = s
-        s *= in_shape[ni - d]
     total = 1
     for d in range(nd):
         total *= out_shape[d]
+    # modes 0-2 never read the strides: an empty view stands in, so that the common case
+    # allocates nothing (two np.zeros per binary op were a third of a small op's cost)
     if size == total:
-        return 0, size, strides
+        return 0, size, in_shape[:0]
     if size == 1:
-        return 1, 1, strides
+        return 1, 1, in_shape[:0]
     # trailing block: every axis from the first non-1 operand axis on matches the output
     lead = 0
     while lead < ni and in_shape[lead] == 1:
@@ -98,7 +94,13 @@ def broadcast_map(out_shape, in_shape):
         if in_shape[d] != out_shape[nd - ni + d]:
             suffix = False
     if suffix:
-        return 2, size, strides
+        return 2, size, in_shape[:0]
+    strides = np.zeros(nd, dtype=np.int64)
+    s = 1
+    for d in range(1, ni + 1):
+        if in_shape[ni - d] != 1:
+            strides[nd - d] = s
+        s *= in_shape[ni - d]
     return 3, size, strides
 
 
@@ -848,8 +850,21 @@ def gather_vjp(t, adj, adj_off, i):
         return
     go = adj_off[i]
     idx = iparams_of(t, i)
-    for j in range(t.sizes[i]):  # serial: an index may repeat
-        adj[gx + idx[j]] += adj[go + j]
+    n = t.sizes[i]
+    if n == 0:
+        return
+    lo = idx[0]
+    run = True  # a basic slice (x[:m]) reads one run: its adjoint is one loop that vectorises
+    for j in range(n):
+        run &= idx[j] == lo + j
+    gs = adj[go:go + n]
+    if run:
+        gxs = adj[gx + lo:gx + lo + n]
+        for j in range(n):
+            gxs[j] += gs[j]
+    else:
+        for j in range(n):  # serial: an index may repeat
+            adj[gx + idx[j]] += gs[j]
 
 
 @jit
@@ -962,9 +977,9 @@ def _xxgemm(typingctx, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
         def size(v, ty):
             return context.cast(builder, v, ty, types.intp)
 
-        def slot(v, ty):  # BLAS takes alpha and beta by reference
+        def by_ref(v):  # BLAS takes alpha and beta by reference
             p = cgutils.alloca_once(builder, context.get_value_type(dtype))
-            builder.store(v if ty is None else context.cast(builder, v, ty, dtype), p)
+            builder.store(v, p)
             return builder.bitcast(p, vp)
 
         def data(v, ty):
@@ -973,8 +988,9 @@ def _xxgemm(typingctx, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
         kind = ir.Constant(char, ord(get_blas_kind(dtype)))
         return builder.call(fn, [
             kind, flag(ta_, sty[0]), flag(tb_, sty[1]), size(m_, sty[2]), size(n_, sty[3]),
-            size(k_, sty[4]), slot(context.get_constant(dtype, 1.0), None), data(a_, sty[5]),
-            size(lda_, sty[6]), data(b_, sty[7]), size(ldb_, sty[8]), slot(be, sty[9]),
+            size(k_, sty[4]), by_ref(context.get_constant(dtype, 1.0)), data(a_, sty[5]),
+            size(lda_, sty[6]), data(b_, sty[7]), size(ldb_, sty[8]),
+            by_ref(context.cast(builder, be, sty[9], dtype)),
             data(c_, sty[10]), size(ldc_, sty[11])])
     return sig, codegen
 
@@ -1021,71 +1037,80 @@ def matmul_vjp(t, chunks, adj, adj_off, i):
     bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
     for q in range(batch):
         g = go + q * m * n
-        G = adj[g: g + m * n].reshape((m, n))
-        if _sparse_rows(G):
-            A = av[ao + q * sa * m * k: ao + (q * sa + 1) * m * k].reshape((m, k))
-            B = bv[bo + q * sb * k * n: bo + (q * sb + 1) * k * n].reshape((k, n))
-            _matmul_vjp_rows(G, A, B, adj, ga + q * sa * m * k if ga >= 0 else -1,
-                             gb + q * sb * k * n if gb >= 0 else -1)
+        qa, qb = ao + q * sa * m * k, bo + q * sb * k * n
+        if few_nonzero_rows(adj, g, m, n):
+            matmul_vjp_rows(adj, g, av, qa, bv, qb, m, k, n, adj,
+                            ga + q * sa * m * k if ga >= 0 else -1,
+                            gb + q * sb * k * n if gb >= 0 else -1)
             continue
         if ga >= 0:  # dA += G @ B.T
-            gemm(adj, ga + q * sa * m * k, adj, g, 0, bv, bo + q * sb * k * n, 1, m, n, k, 1.0)
+            gemm(adj, ga + q * sa * m * k, adj, g, 0, bv, qb, 1, m, n, k, 1.0)
         if gb >= 0:  # dB += A.T @ G
-            gemm(adj, gb + q * sb * k * n, av, ao + q * sa * m * k, 1, adj, g, 0, k, m, n, 1.0)
+            gemm(adj, gb + q * sb * k * n, av, qa, 1, adj, g, 0, k, m, n, 1.0)
 
 
 @inline
-def _row_is_zero(G, r):
-    for j in range(G.shape[1]):
-        if G[r, j] != 0.0:
+def few_nonzero_rows(adj, g, m, n):
+    """Whether at most an eighth of the rows of G (``adj[g:g + m*n]`` as m x n) are non-zero.
+    A vector (n = 1) is counted in one pass that vectorises; wider rows stop counting past
+    the eighth."""
+    most = m // 8
+    rows = 0
+    if n == 1:
+        gs = adj[g:g + m]
+        for r in range(m):
+            rows += gs[r] != 0.0
+        return rows <= most
+    for r in range(m):
+        for j in range(n):
+            if adj[g + r * n + j] != 0.0:
+                rows += 1
+                break
+        if rows > most:
             return False
     return True
 
 
 @inline
-def _sparse_rows(G):
-    """Whether at most an eighth of G's rows are non-zero (stops counting past that)."""
-    most, rows = G.shape[0] // 8, 0
-    for r in range(G.shape[0]):
-        if not _row_is_zero(G, r):
-            rows += 1
-            if rows > most:
-                return False
-    return True
-
-
-@inline
-def _matmul_vjp_rows(G, A, B, adj, sa, sb):
-    """A @ B's adjoints from the non-zero rows of G only (adjoint offsets ``sa``, ``sb``; -1:
-    none).  A Jacobian row of an elementwise map after a matrix product (W5's ``tanh(A @ x)``)
-    seeds one row, so a row costs O(k n) instead of the dense product's O(m k n).  The zero
-    rows are structural zeros, as JAX's symbolic zeros: a 0 there times an inf in A or B adds
-    nothing where BLAS would add NaN."""
-    m, k = A.shape
-    n = B.shape[1]
+def matmul_vjp_rows(adj, g, av, ao, bv, bo, m, k, n, out, sa, sb):
+    """A @ B's adjoints from the non-zero rows of G (``adj[g:g + m*n]``) only, added into
+    ``out`` at ``sa`` (dA) and ``sb`` (dB; -1: none); A is ``av[ao:]`` (m x k), B ``bv[bo:]``
+    (k x n).  A Jacobian row of an elementwise map after a matrix product (W5's
+    ``tanh(A @ x)``) seeds one row, so a row costs O(k n) instead of the dense product's
+    O(m k n).  The zero rows are structural zeros, as JAX's symbolic zeros: a 0 there times an
+    inf in A or B adds nothing where BLAS would add NaN.  Flat indices and one view per row:
+    2-d views of the buffers cost more than a small row's arithmetic."""
     for r in range(m):
-        if _row_is_zero(G, r):
+        gr = g + r * n
+        zero = True
+        for j in range(n):
+            if adj[gr + j] != 0.0:
+                zero = False
+                break
+        if zero:
             continue
+        Gr = adj[gr:gr + n]
         if sa >= 0:  # dA[r, :] += G[r, :] @ B.T
-            dA = adj[sa + r * k: sa + (r + 1) * k]
+            dA = out[sa + r * k:sa + (r + 1) * k]
             for c in range(k):
+                Bc = bv[bo + c * n:bo + (c + 1) * n]
                 acc = 0.0
                 for j in range(n):
-                    acc += G[r, j] * B[c, j]
+                    acc += Gr[j] * Bc[j]
                 dA[c] += acc
         if sb >= 0:  # dB += outer(A[r, :], G[r, :])
-            if n == 1:  # a matrix-vector product (no view per element: 5 ns each)
-                g = G[r, 0]
-                dB1 = adj[sb: sb + k]
-                Ar = A[r]
+            Ar = av[ao + r * k:ao + (r + 1) * k]
+            if n == 1:  # a matrix-vector product: one axpy
+                gv = Gr[0]
+                dB1 = out[sb:sb + k]
                 for c in range(k):
-                    dB1[c] += Ar[c] * g
+                    dB1[c] += Ar[c] * gv
             else:
-                dB2 = adj[sb: sb + k * n].reshape((k, n))
                 for c in range(k):
-                    w = A[r, c]
+                    w = Ar[c]
+                    dBc = out[sb + c * n:sb + (c + 1) * n]
                     for j in range(n):
-                        dB2[c, j] += w * G[r, j]
+                        dBc[j] += w * Gr[j]
 
 
 @jit

@@ -23,8 +23,9 @@ REQUIRES_GRAD = 1  # the node depends on an input that requires grad
 DIRTY = 2          # its value was overwritten in place after it was recorded
 FREED = 4          # a backward without retain_graph went through it
 
-# what plan_adjoints reports
-OK, MODIFIED, SECOND_BACKWARD = 0, 1, 2
+# what plan_adjoints reports; autograd.backward_sweep adds NEED_BUFFER (the adjoints need a
+# buffer allocated by the caller)
+OK, MODIFIED, SECOND_BACKWARD, NEED_BUFFER = 0, 1, 2, 3
 
 # Below this many elements a kernel loops serially: the parallel region's start-up
 # costs more than it saves (measured in benchmarks/NOTES.md).

@@ -196,3 +196,17 @@ def test_bias_rows_broadcast_both_ways(op, rng):
     check_grads(lambda a, b: f(a, b).sum() + f(b, a).sum(), full, row)
     check_grads(lambda a, b: (f(a, b) * f(b, a)).sum(), rng.standard_normal((3, 4, 5)),
                 rng.standard_normal((4, 5)) + 3.0)
+
+
+def test_gather_adjoints_of_runs_and_of_scattered_indices(rng):
+    # a basic slice reads one run of its operand (gather_vjp's one-loop path); strided,
+    # repeated, 2-d and empty selections take the per-index path or none
+    x = rng.standard_normal(12)
+    check_grads(lambda v: (v[2:7] * v[3:8]).sum(), x)
+    check_grads(lambda v: (v[::2] ** 2).sum() + (v[[1, 1, 3]] * 3.0).sum(), x)
+    check_grads(lambda v: (v[5:5].sum() + v[4:].sum()) * v[:1].sum(), x)
+    m = rng.standard_normal((4, 6))
+    check_grads(lambda v: (v[1:3] ** 2).sum() + (v[:, 1:3] * v[:, 2:4]).sum(), m)
+    t = ng.tensor(x, requires_grad=True)
+    (t[2:5] * ng.tensor([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), [0, 0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0])
