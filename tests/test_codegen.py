@@ -211,3 +211,23 @@ def test_kernels_are_files_loaded_from_numba_cache_in_a_new_process(tmp_path):
     assert hits1 == "0" and hits2 == "1"  # compiled once, then loaded from Numba's cache
     source = open(path1).read()
     assert "def value_and_grad(" in source and "unary_f(10," in source  # SQRT's opcode
+
+
+@pytest.mark.parametrize("n", [1, 511, 512, 1537])
+def test_sum_of_transcendentals_adds_in_blocks_in_order(n, chunking):
+    # a segment closed by a sum that computes a transcendental stores the summed values in
+    # blocks of SUM_BLOCK and adds them in a second loop (in the order the single loop added
+    # them: the values did not move by a bit when this came in); blocks cut at and off 512
+    rng = np.random.default_rng(n)
+    x, b = rng.standard_normal(n), rng.standard_normal(n)
+
+    def f(x, b):
+        return (ng.tanh(x * 3.0 + b) * ng.exp(-x * x)).sum() + (x * b).sum()
+
+    interp, comp = pair(f, (x, b))
+    (v0, g0), (v1, g1) = interp.value_and_grad(x, b), comp.value_and_grad(x, b)
+    np.testing.assert_allclose(v1, v0, rtol=1e-13)
+    for a, c in zip(g0, g1):
+        np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-15)
+    assert comp.grad(x, b)[0].shape == (n,)
+    assert codegen.SUM_BLOCK == 512
