@@ -22,7 +22,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange, literally
 
-from .kernels import arg, const
+from .kernels import arg, const, is_run
 from .ops import (
     IEEE, LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
@@ -89,9 +89,10 @@ def plan_segments(t, keep=()):
 def _is_view(t, i):
     """Whether GATHER node i reads a contiguous run of its operand (``x[a:b]``, ``x[2:]``):
     inside a segment it is then read in place, block by block, and its adjoint added in
-    place (the tape keeps every index, so this costs a pass over them once per plan)."""
+    place (the tape keeps every index, so this costs a pass over them once per plan; the
+reverse sweep's ``gather_vjp`` asks the same ``is_run``)."""
     idx = t.iparams[t.iparam_ptr[i]:t.iparam_ptr[i + 1]]
-    return len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1 and bool(np.all(np.diff(idx) == 1))
+    return len(idx) > 1 and is_run(idx)
 
 
 FusionPlan = namedtuple("FusionPlan", "seg_start seg_stop ext prog pc")

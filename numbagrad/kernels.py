@@ -30,6 +30,7 @@ from numba import njit, prange, literally, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import blas
 from .ops import (IEEE, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, unary_dd, binary_f,
                   binary_da, binary_db, binary_dd, _exp)
 
@@ -844,6 +845,18 @@ def gather_fwd(t, chunks, i):
 
 
 @jit
+def is_run(idx):
+    """Whether the indices ``idx`` are ``lo, lo + 1, ...``: a GATHER of them reads one
+    contiguous run of its operand (``x[a:b]``, ``x[2:]``).  One pass without early exit, so
+    that it vectorises: the reverse sweep asks at every GATHER."""
+    run = True
+    lo = idx[0] if len(idx) else 0
+    for j in range(len(idx)):
+        run &= idx[j] == lo + j
+    return run
+
+
+@jit
 def gather_vjp(t, adj, adj_off, i):
     gx = adj_off[arg(t, i, 0)]
     if gx < 0:
@@ -854,11 +867,8 @@ def gather_vjp(t, adj, adj_off, i):
     if n == 0:
         return
     lo = idx[0]
-    run = True  # a basic slice (x[:m]) reads one run: its adjoint is one loop that vectorises
-    for j in range(n):
-        run &= idx[j] == lo + j
     gs = adj[go:go + n]
-    if run:
+    if is_run(idx):  # a basic slice (x[:m]): its adjoint is one loop that vectorises
         gxs = adj[gx + lo:gx + lo + n]
         for j in range(n):
             gxs[j] += gs[j]
@@ -947,11 +957,11 @@ def cat_jvp(t, tan, tan_off, i):
 @intrinsic
 def _xxgemm(typingctx, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
     """BLAS ``c = op(a) op(b) + beta c`` (column-major, ``ta``/``tb`` 0 or 1 for op = the
-    transpose) on the data of the 1-D arrays ``a``, ``b``, ``c``, through the same SciPy BLAS
-    that Numba's ``np.dot`` calls (its ``numba_xxgemm`` helper, found by name, so callers
-    cache).  ``np.dot`` can only assign a product into a new array: a beta of 1 adds it in
-    place, without the temporary, its page faults and the extra pass.  Returns BLAS's status
-    (-1: SciPy's BLAS could not be loaded)."""
+    transpose) on the data of the 1-D arrays ``a``, ``b``, ``c``, through ``blas.SYMBOL``
+    (NumPy's BLAS where found, so NumPy's products and ours share one thread pool; found by
+    name, so callers cache).  ``np.dot`` can only assign a product into a new array: a beta
+    of 1 adds it in place, without the temporary, its page faults and the extra pass.
+    Returns 0, or -1 where no BLAS was found."""
     if not (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)
             and b == a and c == a):
         return None
@@ -959,13 +969,12 @@ def _xxgemm(typingctx, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
     sig = types.int32(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, sig, args):
-        from numba.np.linalg import ensure_blas, get_blas_kind
-        ensure_blas()
+        from numba.np.linalg import get_blas_kind
         char, intp = ir.IntType(8), context.get_value_type(types.intp)
         vp = ir.IntType(8).as_pointer()
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
             ir.IntType(32), [char, char, char, intp, intp, intp, vp, vp, intp, vp, intp, vp,
-                             vp, intp]), "numba_xxgemm")
+                             vp, intp]), blas.SYMBOL)
         (ta_, tb_, m_, n_, k_, a_, lda_, b_, ldb_, be, c_, ldc_) = args
         sty = sig.args
 
@@ -1011,7 +1020,7 @@ def gemm(c, co, a, ao, ta, b, bo, tb, m, k, n, beta):
     status = _xxgemm(tb, ta, n, m, k, b[bo:], k if tb else n, a[ao:], m if ta else k, beta,
                      c[co:], n)
     if status != 0:
-        raise RuntimeError("BLAS gemm failed: SciPy's BLAS could not be loaded")
+        raise RuntimeError("no BLAS found: neither NumPy's nor SciPy's (numbagrad.blas)")
 
 
 @jit
@@ -1038,15 +1047,15 @@ def matmul_vjp(t, chunks, adj, adj_off, i):
     for q in range(batch):
         g = go + q * m * n
         qa, qb = ao + q * sa * m * k, bo + q * sb * k * n
+        qga = ga + q * sa * m * k if ga >= 0 else -1
+        qgb = gb + q * sb * k * n if gb >= 0 else -1
         if few_nonzero_rows(adj, g, m, n):
-            matmul_vjp_rows(adj, g, av, qa, bv, qb, m, k, n, adj,
-                            ga + q * sa * m * k if ga >= 0 else -1,
-                            gb + q * sb * k * n if gb >= 0 else -1)
+            matmul_vjp_rows(adj, g, av, qa, bv, qb, m, k, n, adj, qga, qgb)
             continue
-        if ga >= 0:  # dA += G @ B.T
-            gemm(adj, ga + q * sa * m * k, adj, g, 0, bv, qb, 1, m, n, k, 1.0)
-        if gb >= 0:  # dB += A.T @ G
-            gemm(adj, gb + q * sb * k * n, av, qa, 1, adj, g, 0, k, m, n, 1.0)
+        if qga >= 0:  # dA += G @ B.T
+            gemm(adj, qga, adj, g, 0, bv, qb, 1, m, n, k, 1.0)
+        if qgb >= 0:  # dB += A.T @ G
+            gemm(adj, qgb, av, qa, 1, adj, g, 0, k, m, n, 1.0)
 
 
 @inline
@@ -1062,11 +1071,17 @@ def few_nonzero_rows(adj, g, m, n):
             rows += gs[r] != 0.0
         return rows <= most
     for r in range(m):
-        for j in range(n):
-            if adj[g + r * n + j] != 0.0:
-                rows += 1
-                break
+        rows += not row_is_zero(adj, g + r * n, n)
         if rows > most:
+            return False
+    return True
+
+
+@inline
+def row_is_zero(v, o, n):
+    """Whether ``v[o:o + n]`` is all zero (stops at the first non-zero)."""
+    for j in range(o, o + n):
+        if v[j] != 0.0:
             return False
     return True
 
@@ -1082,12 +1097,7 @@ def matmul_vjp_rows(adj, g, av, ao, bv, bo, m, k, n, out, sa, sb):
     2-d views of the buffers cost more than a small row's arithmetic."""
     for r in range(m):
         gr = g + r * n
-        zero = True
-        for j in range(n):
-            if adj[gr + j] != 0.0:
-                zero = False
-                break
-        if zero:
+        if row_is_zero(adj, gr, n):
             continue
         Gr = adj[gr:gr + n]
         if sa >= 0:  # dA[r, :] += G[r, :] @ B.T
