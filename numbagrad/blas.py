@@ -24,6 +24,8 @@ import os
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+# Cached kernels call this name (kernels._xxgemm); renaming it means editing kernels.py too,
+# which drops their caches (numbagrad/__init__.py).
 SYMBOL = "numbagrad_xxgemm"
 
 # NumPy's wheels rename OpenBLAS's symbols (prefix, suffix) and build it with 64-bit integers.
