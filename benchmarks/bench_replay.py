@@ -71,11 +71,17 @@ class ReplayW4:
     timeout = 600
 
     def setup(self, dtype):
-        self.params_, X, y = W.w4_data(dtype)
-        self.f = ng.trace(W.mlp_loss(X, y), *self.params_)
+        self.params_, self.X, self.y = W.w4_data(dtype)
+        self.f = ng.trace(W.mlp_loss(self.X, self.y), *self.params_)
         self.f.grad(*self.params_)
 
     def time_grad(self, dtype):
+        self.f.grad(*self.params_)
+
+    def time_grad_alternating_with_numpy(self, dtype):
+        # NumPy's backprop, then ours: with two BLAS thread pools (ours SciPy's) each spun
+        # against the other and this took 2.4x the sum of the two alone (numbagrad/blas.py)
+        W.w4_by_hand(self.params_, self.X, self.y)
         self.f.grad(*self.params_)
 
 
