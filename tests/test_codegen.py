@@ -231,3 +231,37 @@ def test_sum_of_transcendentals_adds_in_blocks_in_order(n, chunking):
         np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-15)
     assert comp.grad(x, b)[0].shape == (n,)
     assert codegen.SUM_BLOCK == 512
+
+
+@pytest.mark.parametrize("name,f,shifts", [
+    ("rosenbrock", lambda x: (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum(),
+     [0, 1]),
+    ("three apart", lambda x: (ng.sin(x[:-3]) * x[3:] + x[1:-2]).sum(), [0, 1, 3]),
+    ("one view off the start", lambda x: (x[2:] ** 2 * 0.5).mean(), [2]),
+    ("the middle only", lambda x: (ng.exp(x[2:-2]) - x[3:-1]).sum(), [2, 3]),
+    ("wider than the window", lambda x: (x[:-6] * x[6:]).sum(), [0, 6]),
+    ("the whole row", lambda x: (x * x).sum(), [0]),
+])
+@pytest.mark.parametrize("width", [9, 30])
+def test_grad_batch_carries_pending_adjoints_across_views(name, f, shifts, width, monkeypatch):
+    # views of the row at nearby shifts: the batch kernel writes each gradient element once
+    # from registers (codegen.BATCH_WINDOW) instead of adding into a cleared row; the same
+    # additions in the same order, so equal to the bit, and every element of out= written
+    X = np.random.default_rng(width).standard_normal((40, width))
+    comp = ng.trace(f, X[0], codegen=True)
+    assert comp._batch_kernel(len(X)) is not None
+    assert sorted(sh for _, sh in comp._batch_segment.targets) == shifts
+    source = open(comp._batch_segment.module.__file__).read()
+    windowed = "GW[k] = w0" in source
+    assert windowed == ((len(shifts) > 1 or shifts[0] > 0) and max(shifts) - min(shifts) <= 4)
+    out = np.full_like(X, np.nan)
+    v1, g1 = comp.value_and_grad_batch(X, out=out)
+    assert g1 is out and not np.isnan(out).any()
+    monkeypatch.setattr(codegen, "BATCH_WINDOW", -1)  # the cleared row, added into
+    old = ng.trace(f, X[0], codegen=True)
+    assert old._batch_kernel(len(X)) is not None
+    assert "GW[k]" not in open(old._batch_segment.module.__file__).read()
+    v0, g0 = old.value_and_grad_batch(X)
+    assert np.array_equal(v1, v0) and np.array_equal(g1, g0)
+    rows = np.stack([ng.trace(f, X[0], codegen=False).grad(x) for x in X[:5]])
+    np.testing.assert_allclose(g1[:5], rows, rtol=1e-12, atol=1e-12)
