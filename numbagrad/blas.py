@@ -54,17 +54,12 @@ def _numpy_gemms():
 
 def _scipy_gemms():
     """``(sgemm, dgemm, 32)`` from SciPy's Cython BLAS table, where Numba finds it too."""
+    from numba.extending import get_cython_function_address
     try:
-        from scipy.linalg import cython_blas
-    except ImportError:
+        s, d = (get_cython_function_address("scipy.linalg.cython_blas", f)
+                for f in ("sgemm", "dgemm"))
+    except (ImportError, ValueError):
         return None
-    get_name = ctypes.pythonapi.PyCapsule_GetName
-    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype = ctypes.c_void_p
-    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    cap = cython_blas.__pyx_capi__
-    s, d = (get_pointer(cap[f], get_name(cap[f])) for f in ("sgemm", "dgemm"))
     return s, d, 32
 
 
@@ -118,14 +113,20 @@ def _install():
         gemms, source = _scipy_gemms(), "scipy"
     if gemms is None:
         gemms, source = (None, None, 64), None
+    library = _compile(_shim_ir(*gemms))
+    llvm.add_symbol(SYMBOL, library.get_pointer_to_function(SYMBOL))
+    return library, source
+
+
+def _compile(module):
+    """A finalized Numba code library of the LLVM IR ``module`` (keep it: it owns the code)."""
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     with global_compiler_lock:
-        library = cpu_target.target_context.codegen().create_library("numbagrad_blas")
-        library.add_ir_module(_shim_ir(*gemms))
+        library = cpu_target.target_context.codegen().create_library(module.name)
+        library.add_ir_module(module)
         library.finalize()
-    llvm.add_symbol(SYMBOL, library.get_pointer_to_function(SYMBOL))
-    return library, source
+    return library
 
 
 # The library holds the compiled shim: it lives as long as the module.

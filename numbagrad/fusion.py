@@ -90,7 +90,7 @@ def _is_view(t, i):
     """Whether GATHER node i reads a contiguous run of its operand (``x[a:b]``, ``x[2:]``):
     inside a segment it is then read in place, block by block, and its adjoint added in
     place (the tape keeps every index, so this costs a pass over them once per plan; the
-reverse sweep's ``gather_vjp`` asks the same ``is_run``)."""
+    reverse sweep's ``gather_vjp`` asks the same ``is_run``)."""
     idx = t.iparams[t.iparam_ptr[i]:t.iparam_ptr[i + 1]]
     return len(idx) > 1 and is_run(idx)
 

@@ -55,13 +55,8 @@ def test_shim_multiplies_transposes_and_accumulates(dtype, kind, ta, tb):
 
 
 def test_shim_without_a_blas_reports_it():
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.registry import cpu_target
-    with global_compiler_lock:
-        library = cpu_target.target_context.codegen().create_library("test_no_blas")
-        # under a name of its own: a second numbagrad_xxgemm would take the kernels' calls
-        library.add_ir_module(blas._shim_ir(None, None, 64, name="test_no_blas_gemm"))
-        library.finalize()
+    # under a name of its own: a second numbagrad_xxgemm would take the kernels' calls
+    library = blas._compile(blas._shim_ir(None, None, 64, name="test_no_blas_gemm"))
     c = np.zeros((2, 2))
     assert _call(library, b"d", 0, 0, np.eye(2), np.eye(2), c, 0.0, "test_no_blas_gemm") == -1
     assert not c.any()
