@@ -46,7 +46,7 @@ from .fusion import (plan_fusion, replay_forward, replay_reverse, segment_forwar
                      segment_reverse, scalar_forward, scalar_reverse, P_OP, P_AUX)
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, REQUIRES_GRAD)
-from .tape import Tape, TapeArrays, resolve, _chunks_f32, _chunks_f64
+from .tape import Tape, TapeArrays, resolve, chunk_list, append_chunk
 from .tensor import Tensor, as_tensor, GUARD_TRUTH, guard_watch
 from .validate import validate
 
@@ -716,7 +716,7 @@ class Traced:
         if getattr(loc, "buf", None) is None:
             # constants sit in the buffer from here on: sweeps never write a leaf's slot
             loc.buf = self._init.copy()
-            loc.chunks = List([loc.buf])
+            loc.chunks = chunk_list(loc.buf)
             loc.adj = np.zeros(self._total + 1, dtype=self.dtype)
         return loc.buf, loc.chunks, loc.adj
 
@@ -1078,12 +1078,12 @@ class Traced:
         mm_chunks = chunks
         if self._mm_direct:
             t, adj_off = self._mm_t, self._mm_adj_off
-            mm_chunks = (_chunks_f32 if self.dtype == np.float32 else _chunks_f64)(buf)
+            mm_chunks = chunk_list(buf)
             for i, (k, _, _) in self._mm_direct.items():
                 a = arrs[i]
                 if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
                     a = np.array(a, order="C")  # a typed list holds writable C arrays only
-                mm_chunks.append(a.reshape(-1))
+                append_chunk(mm_chunks, a.reshape(-1))
         self._load(arrs, buf, skip=direct.keys() | {k for k, _, _ in self._mm_direct.values()})
         gout, grads = {}, {}
         for i, (k, assigned) in self._cg_out.items():

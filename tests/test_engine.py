@@ -206,3 +206,67 @@ def test_parallel_threshold_is_consistent(rng):
         sweeps.reverse_sweep(arrays, tape.typed_chunks(), adj, adj_off, len(tape) - 1, par_min)
         grads.append(adj[adj_off[0]:adj_off[0] + n].copy())
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-13)
+
+
+def test_a_graph_recorded_again_reuses_the_last_tapes_columns_but_not_its_flags():
+    from numbagrad import tape as tape_mod
+
+    def step(v, c=2.0):
+        x = ng.tensor(v, requires_grad=True)
+        z = (c * (x + 2) ** 2).mean()
+        return x, z
+
+    x1, z1 = step([1.0, 2.0, 3.0])
+    z1.backward()
+    first = z1._tape.arrays()
+    assert first.flags[1:].all() and (first.flags[1:] & sweeps.FREED).all()
+    x2, z2 = step([4.0, 5.0, 6.0])
+    second = z2._tape.arrays()
+    assert second.opcodes is first.opcodes and second.consts is first.consts  # reused
+    assert second.flags is not first.flags and not (second.flags & sweeps.FREED).any()
+    z2.backward()
+    np.testing.assert_allclose(x2.grad.numpy(), 4 / 3 * (np.array([4.0, 5, 6]) + 2))
+    with pytest.raises(RuntimeError, match="second time"):
+        z1.backward()  # the first tape's own flags still say freed
+    # another shape, another constant: a new tape's arrays; equal rows are compared, not ids
+    x3, z3 = step([1.0, 2.0], c=3.0)
+    assert z3._tape.arrays().opcodes is not first.opcodes
+    z3.backward()
+    np.testing.assert_allclose(x3.grad.numpy(), 3 * (np.array([1.0, 2]) + 2))
+    # 0.0 and -0.0 are equal to == but not to the gradient: d(a / c)/da = 1 / c = +-inf
+    a = ng.tensor(1.0, requires_grad=True)
+    (a / 0.0).backward()
+    b = ng.tensor(1.0, requires_grad=True)
+    (b / -0.0).backward()
+    assert a.grad.item() == np.inf and b.grad.item() == -np.inf
+    # rows holding index arrays are not compared (== on arrays is elementwise) nor kept
+    y = ng.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y[[0, 2]].sum().backward()
+    assert tape_mod._last_read[0] is not None and all(
+        type(p) is not np.ndarray for r in tape_mod._last_read[0] for p in r)
+
+
+_FIRST_CALLS = """
+import numpy as np, numbagrad as ng
+from numba.typed import typedlist
+x = ng.tensor(np.linspace(0, 1, 5000), requires_grad=True)  # a value large enough to be a chunk
+((x * x).sin().sum() + (x * 2).sum()).backward()
+f = ng.trace(lambda w, v: (w @ v).tanh().sum(), np.ones((3, 4)), np.ones(4))
+f.grad(np.ones((3, 4)), np.ones(4))  # a weight read by one product: its own chunk
+g = ng.trace(lambda v: (2 * (v + 2) ** 2).mean(), np.ones(3))
+g.grad(np.ones(3)); g.grad_batch(np.ones((4, 3))); g.jacobian(np.ones(3))
+print(sorted(name for name, fn in vars(typedlist).items()
+             if getattr(fn, "signatures", None) and not isinstance(fn, type)))
+"""
+
+
+def test_first_gradients_compile_none_of_numbas_own_typed_list_functions():
+    # numba.typed.List's methods called from Python are jitted functions of Numba's that are
+    # compiled, not cached, at their first call in a process (140 ms each); the chunk lists are
+    # made and grown by numbagrad's cached functions instead (tape.chunk_list, append_chunk)
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", _FIRST_CALLS], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "[]", r.stdout
