@@ -13,8 +13,8 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
     seen = []
     real = autograd.backward_sweep  # plan, seed, reverse_sweep and free, in one compiled call
 
-    def spy(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf):
-        out = real(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf)
+    def spy(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf, keep, share):
+        out = real(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf, keep, share)
         seen.append((t, out[0], int(seed_nodes.max()), free))
         return out
 
@@ -43,14 +43,16 @@ def test_large_backward_sweeps_into_adjoints_allocated_by_numpy(monkeypatch):
 
     def spy(*args):
         out = real(*args)
-        calls.append((args[-1].size, out[2], out[1].size))
+        calls.append((args[7].size, out[2], out[1].size))  # adj_buf
         return out
 
     monkeypatch.setattr(autograd, "backward_sweep", spy)
     n = autograd.CALLOC_MIN
     x = ng.tensor(np.linspace(-1.0, 1.0, n), requires_grad=True)
     (2 * (x + 2) ** 2).mean().backward()
-    total = 4 * n + 1  # x, x + 2, its square, twice that, and the mean
+    # the mean's adjoint and two slots of n: x + 2 takes the one of 2 * (...) ** 2 once that
+    # is swept, x the one of (...) ** 2 (share_adjoints); without sharing 4 * n + 1
+    total = 2 * n + 1
     assert calls == [(0, autograd.NEED_BUFFER, 0), (total, sweeps.OK, total)]
     np.testing.assert_allclose(x.grad.numpy(), 4 * (np.linspace(-1.0, 1.0, n) + 2) / n)
     calls.clear()
@@ -270,3 +272,62 @@ def test_first_gradients_compile_none_of_numbas_own_typed_list_functions():
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_large_adjoints_share_memory_once_swept_and_sum_as_before():
+    n = 1 << 15  # slots of autograd.SHARE_MIN elements or more, CALLOC_MIN in all
+    assert n >= autograd.SHARE_MIN
+    x0 = np.random.default_rng(5).standard_normal(n)
+
+    def graph():
+        x = ng.tensor(x0, requires_grad=True)
+        w = ng.tensor(x0[::-1].copy(), requires_grad=True)
+        b = ng.sin(x) * w
+        b.retain_grad()
+        c = b * b + ng.exp(b) * x   # b has three consumers, x two
+        y = c
+        for _ in range(8):
+            y = ng.tanh(y) * 1.5 + c
+        h = y[: n // 2] * 2.0         # a smaller slot: fits in a freed larger one
+        u = (h * h).sum() + (b * y).sum()
+        v = (y * 3.0).mean()
+        return x, w, b, c, y, u, v
+
+    def adjoint_size(outputs):
+        tape, adj, _ = autograd._run(outputs, None, True)
+        return adj.size, int(sum(int(tape.sizes[k]) for k in range(len(tape))))
+
+    *_, u, v = graph()
+    shared, unshared = adjoint_size([u, v])
+    assert shared < unshared // 4
+
+    x, w, b, c, y, u, v = graph()
+    ng.autograd.backward([u, v])
+    x2, w2, b2, c2, y2, u2, v2 = graph()
+    with ng.detect_anomaly():  # which reads every adjoint, so none are shared
+        ng.autograd.backward([u2, v2])
+    for got, want in ((x.grad, x2.grad), (w.grad, w2.grad), (b.grad, b2.grad)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())  # same additions, same order
+    # grad() of an intermediate whose slot would otherwise be reused
+    x3, w3, b3, c3, y3, u3, v3 = graph()
+    g_c, g_x = ng.grad(u3 + v3, (c3, x3))
+    x4, w4, b4, c4, y4, u4, v4 = graph()
+    with ng.detect_anomaly():
+        h_c, h_x = ng.grad(u4 + v4, (c4, x4))
+    np.testing.assert_array_equal(g_c.numpy(), h_c.numpy())
+    np.testing.assert_array_equal(g_x.numpy(), h_x.numpy())
+    # and against finite differences along a direction, for the values themselves
+    d = np.random.default_rng(6).standard_normal(n) * 1e-6
+
+    def f(xv):
+        x = ng.tensor(xv)
+        w = ng.tensor(x0[::-1].copy())
+        b = ng.sin(x) * w
+        c = b * b + ng.exp(b) * x
+        y = c
+        for _ in range(8):
+            y = ng.tanh(y) * 1.5 + c
+        h = y[: n // 2] * 2.0
+        return ((h * h).sum() + (b * y).sum() + (y * 3.0).mean()).item()
+    fd = (f(x0 + d) - f(x0 - d)) / 2
+    assert abs(fd - float(x.grad.numpy() @ d)) < 1e-6 * max(1.0, abs(fd))
