@@ -258,8 +258,9 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
 
 
 def _run(outputs, grad_outputs, retain_graph, read=()):
-    """Steps 1-3 above.  Returns (tape, adj, adj_off): the adjoints of the leaves, of the
-    retained tensors and of the tensors in ``read`` (others may share memory)."""
+    """Steps 1-3 above.  Returns (tape, adj, adj_off, own): the adjoints of the leaves, of the
+    retained tensors and of the tensors in ``read`` (others may share memory); ``own``: ``adj``
+    holds only those and nothing else refers to it, so they may be handed out as views."""
     outputs = [as_tensor(o) for o in outputs]
     if grad_outputs is None:
         grad_outputs = [None] * len(outputs)
