@@ -10,6 +10,8 @@ The whole backward idea in one page:
    backwards once, each op adding its operands' share (``kernels.py``);
 4. the leaves' slots are read out into ``.grad`` (or returned, for ``grad``).
 """
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -121,6 +123,34 @@ def _seed(out, g, i):
 # them serially (4e7 elements: 175 ms against 35-70 for calloc and a first touch; W1 at n =
 # 10^7 took 210 ms to backward instead of 67 when backward_sweep allocated its own)
 CALLOC_MIN = 1 << 17
+# ... but fresh pages cost a fault each here, two where a sweep adds into a calloc'd page (a
+# read maps the zero page, the write copies it): W1 at 10^5, 2.4 MB of adjoints, faulted 1,170
+# times per backward, 1.7 ms against 0.1 of sweeping.  Up to SCRATCH_MAX elements the buffer is
+# a scratch array each thread keeps and clears (the gradients are then copied out of it);
+# above, pages come by the 2 MB (NumPy asks for huge pages) and calloc + views win.
+SCRATCH_MAX = 1 << 21
+
+
+class _Scratch(threading.local):
+    float64 = float32 = None
+
+
+_scratch = _Scratch()
+
+
+def _adjoint_buffer(n, dtype):
+    """A zeroed buffer of ``n`` adjoints and whether it is fresh (ours to hand out)."""
+    if n > SCRATCH_MAX:
+        return np.zeros(n, dtype=dtype), True
+    name = np.dtype(dtype).name
+    buf = getattr(_scratch, name)
+    if buf is None or buf.size < n:
+        grown = 2 * buf.size if buf is not None else 0  # a few sizes, not one per backward
+        buf = np.empty(min(max(n, grown), SCRATCH_MAX), dtype=dtype)
+        setattr(_scratch, name, buf)
+    out = buf[:n]
+    zero_fill(out, n // PAR_MIN + 1)
+    return out, False
 
 
 # Adjoint slots of at least SHARE_MIN elements are laid out by liveness (share_adjoints) once
@@ -319,10 +349,12 @@ def _run(outputs, grad_outputs, retain_graph, read=()):
     share = not anomalous
     adj_off, adj, status, op, node, front = backward_sweep(
         arrays, chunks, flag_column, seed_nodes, seed, free, PAR_MIN, seed[:0], keep, share)
+    fresh = False
     if status == NEED_BUFFER:
+        buf, fresh = _adjoint_buffer(op, tape.dtype)
         adj_off, adj, status, op, node, front = backward_sweep(
-            arrays, chunks, flag_column, seed_nodes, seed, free, PAR_MIN,
-            np.zeros(op, dtype=tape.dtype), keep, share)
+            arrays, chunks, flag_column, seed_nodes, seed, free, PAR_MIN, buf, keep, share)
+        del buf  # adj is the same array: the resize below needs it to be the only name
     if status == SECOND_BACKWARD:
         raise RuntimeError(SECOND_BACKWARD_MESSAGE)
     if status == MODIFIED:
@@ -340,7 +372,7 @@ def _run(outputs, grad_outputs, retain_graph, read=()):
             np.frombuffer(tape.flags, dtype=np.int8)[freed] |= FREED  # a view: writes through
             arrays.flags[freed] |= FREED
     own = False
-    if front >= 0:
+    if front >= 0 and fresh:
         # what is read from here on comes first: the buffer is cut down to it (realloc, no
         # copy) and the gradients handed out are views of it, not copies (W1 at 10^7: a
         # 12 ms copy).  Only when nothing else refers to the buffer (else resize refuses).

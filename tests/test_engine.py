@@ -37,7 +37,8 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
 
 
 def test_large_backward_sweeps_into_adjoints_allocated_by_numpy(monkeypatch):
-    # Numba's np.zeros fills a large buffer serially; NumPy's is calloc, zeroed as it is touched
+    # Numba's np.zeros fills a large buffer serially: a large backward gets it from Python (a
+    # thread's scratch buffer cleared in parallel, or calloc above SCRATCH_MAX)
     calls = []
     real = autograd.backward_sweep
 
@@ -292,7 +293,7 @@ def test_a_second_fresh_process_compiles_nothing():
     assert runs[1].stdout.strip() == "[]", runs[1].stdout
 
 
-def test_large_adjoints_share_memory_once_swept_and_sum_as_before():
+def test_large_adjoints_share_memory_once_swept_and_sum_as_before(monkeypatch):
     n = 1 << 15  # slots of autograd.SHARE_MIN elements or more, CALLOC_MIN in all
     assert n >= autograd.SHARE_MIN
     x0 = np.random.default_rng(5).standard_normal(n)
@@ -312,7 +313,9 @@ def test_large_adjoints_share_memory_once_swept_and_sum_as_before():
         return x, w, b, c, y, u, v
 
     _, _, b, _, _, u, v = graph()
-    tape, adj, adj_off, own = autograd._run([u, v], None, True)
+    with monkeypatch.context() as m:
+        m.setattr(autograd, "SCRATCH_MAX", 0)  # a fresh buffer, as above SCRATCH_MAX
+        tape, adj, adj_off, own = autograd._run([u, v], None, True)
     unshared = int(sum(int(tape.sizes[k]) for k in range(len(tape)) if adj_off[k] >= 0))
     # cut down to what is read afterwards, laid out first: the leaves x and w, retained b
     assert own and adj.size == 3 * n
@@ -357,7 +360,7 @@ def test_large_adjoints_share_memory_once_swept_and_sum_as_before():
 
 
 def test_large_gradients_are_views_of_the_cut_down_adjoint_buffer():
-    n = autograd.CALLOC_MIN
+    n = autograd.SCRATCH_MAX // 2 + 1  # x's and w's adjoints alone exceed the scratch buffer
     x0 = np.linspace(-1.0, 1.0, n)
     x = ng.tensor(x0, requires_grad=True)
     w = ng.tensor(x0[::-1].copy(), requires_grad=True)
@@ -377,3 +380,22 @@ def test_large_gradients_are_views_of_the_cut_down_adjoint_buffer():
     assert not np.shares_memory(g1.numpy(), g2.numpy())
     np.testing.assert_array_equal(g1.numpy(), 6 * x0)
     np.testing.assert_array_equal(g2.numpy(), 6 * x0)
+
+
+def test_mid_size_adjoints_go_through_each_threads_scratch_buffer():
+    # between CALLOC_MIN and SCRATCH_MAX adjoints the buffer is reused (cleared each time) and
+    # the gradients are copies: fresh pages cost a fault or two each (tape.py, autograd.py)
+    for n, dtype in ((autograd.CALLOC_MIN, np.float64), (3 * autograd.CALLOC_MIN, np.float64),
+                     (autograd.CALLOC_MIN, np.float32), (autograd.CALLOC_MIN // 2, np.float64)):
+        x0 = np.linspace(-1.0, 1.0, n).astype(dtype)
+        grads = []
+        for c in (2.0, 3.0):
+            x = ng.tensor(x0, requires_grad=True)
+            (c * (x + 2) ** 2).mean().backward()
+            grads.append(x.grad.numpy())
+            assert x.grad.dtype == dtype and x.grad.numpy().flags.owndata
+        tol = dict(rtol=1e-5) if dtype == np.float32 else dict(rtol=1e-12)
+        for c, g in zip((2.0, 3.0), grads):  # the second backward saw a cleared buffer
+            np.testing.assert_allclose(g, 2 * c * (x0.astype(np.float64) + 2) / n, **tol)
+    buf = autograd._scratch.float64
+    assert buf is not None and autograd.CALLOC_MIN <= buf.size <= autograd.SCRATCH_MAX
