@@ -477,22 +477,25 @@ def _arrays_of_rows(rows, bulky):
     global _last_read
     last = _last_read
     if last is not None and len(last[0]) == len(rows) and last[0] == rows \
-            and not _signed_zero_differs(last[0], rows):
+            and not _signed_zero_differs(last, rows):
         a = last[2]
         return TapeArrays(a[0], a[1], last[1].copy(), *a[3:])  # _replace costs 1 us more
     arrays = _arrays_from_rows(rows, bulky)
     if not bulky and len(rows) <= REUSE_MAX:  # an ndarray in a row cannot be compared with ==
-        _last_read = (rows, arrays.flags.copy(), arrays)
+        _last_read = [rows, arrays.flags.copy(), arrays, None]
     return arrays
 
 
-def _signed_zero_differs(old, new):
-    """Whether a constant is 0.0 in one list of rows and -0.0 in the other (== cannot tell)."""
-    for r, q in zip(old, new):
-        if r[6] and 0.0 in r[6]:
-            for c, d in zip(r[6], q[6]):
-                if c == 0.0 and copysign(1.0, c) != copysign(1.0, d):
-                    return True
+def _signed_zero_differs(last, rows):
+    """Whether a constant is 0.0 in the last tape's rows and -0.0 in ``rows`` or the other way
+    (== cannot tell).  The rows holding a zero constant are listed at the first hit."""
+    old = last[0]
+    if last[3] is None:  # rows equal to old have their zero constants in the same places
+        last[3] = [i for i, r in enumerate(old) if r[6] and 0.0 in r[6]]
+    for i in last[3]:
+        for c, d in zip(old[i][6], rows[i][6]):
+            if c == 0.0 and copysign(1.0, c) != copysign(1.0, d):
+                return True
     return False
 
 
