@@ -125,10 +125,12 @@ def _seed(out, g, i):
 CALLOC_MIN = 1 << 17
 # ... but fresh pages cost a fault each here, two where a sweep adds into a calloc'd page (a
 # read maps the zero page, the write copies it): W1 at 10^5, 2.4 MB of adjoints, faulted 1,170
-# times per backward, 1.7 ms against 0.1 of sweeping.  Up to SCRATCH_MAX elements the buffer is
-# a scratch array each thread keeps and clears (the gradients are then copied out of it);
-# above, pages come by the 2 MB (NumPy asks for huge pages) and calloc + views win.
-SCRATCH_MAX = 1 << 21
+# times per backward, 1.7 ms against 0.1 of sweeping; W3 at 10^6, 32 MB of adjoints, 1,319
+# faults, 36 ms against 15.  Up to SCRATCH_MAX elements (32 MB in float64) the buffer is a
+# scratch array each thread keeps and clears (the gradients are then copied out of it); above,
+# most pages come by the 2 MB (NumPy asks for huge pages) and calloc + views win.  Set it to 0
+# to keep no scratch.
+SCRATCH_MAX = 1 << 22
 
 
 class _Scratch(threading.local):

@@ -67,6 +67,7 @@ def _chunks_f32(first):
     chunks.append(first)
     return chunks
 
+
 def chunk_list(first):
     """A Numba typed list of value chunks holding ``first`` (float64 or float32), made by
     cached compiled code: ``numba.typed.List([first])`` compiles Numba's own (uncached) list
@@ -462,12 +463,14 @@ def _arrays_from_rows(rows, bulky):
     return TapeArrays(**out)
 
 
-# The last tape read from its queued rows: (rows, its flags as recorded, its arrays).  Eager
-# code records the same graph again and again (a training step, a loop body), and comparing
-# the rows with the last tape's costs a tenth of building the arrays (W1 n = 3: 0.3 against
-# 12 us; W2 at K = 10^4: 0.6 against 4.9 ms).  A hit shares every column but the flags, which
-# the sweeps mark (FREED) and which each tape gets a copy of; no other column is ever written
-# after it is built (tests/test_engine.py checks).
+# The last tape read from its queued rows: [rows, its flags as recorded, its arrays, the rows
+# holding a zero constant (listed at the first hit)].  Eager code records the same graph again
+# and again (a training step, a loop body), and comparing the rows with the last tape's costs
+# a tenth of building the arrays (W1 n = 3: 0.3 against 12 us; W2 at K = 10^4: 0.6 against
+# 4.9 ms).  A hit shares every column but the flags, which the sweeps mark (FREED) and which
+# each tape gets a copy of; nothing writes another column once built (trace.py copies the
+# ones it changes).  Threads share it: an entry is replaced whole, and its list of zero
+# constants, filled in at most once, comes out the same from any thread.
 _last_read = None
 REUSE_MAX = 1 << 16  # rows; the cache holds the last tape's rows alive
 
