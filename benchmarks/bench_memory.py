@@ -1,4 +1,4 @@
-"""Peak memory (``peakmem_``) of the large cases: W1 at n = 10^7, W3 at n = 10^6, a deep eager chain.
+"""Peak memory (``peakmem_``) of the large cases: W1 at n = 10^7, W3 at n = 10^6, a deep chain.
 
 asv reports the process's peak resident size, inputs included (W1's x is 80 MB in float64).
 """

@@ -286,8 +286,9 @@ def test_a_second_fresh_process_compiles_nothing():
     # and grown by numbagrad's cached tape.chunk_list and append_chunk instead.
     import subprocess
     import sys
+    # the first run may fill the cache (from cold: minutes)
     runs = [subprocess.run([sys.executable, "-c", _FIRST_CALLS], capture_output=True, text=True,
-                           timeout=1800) for _ in range(2)]  # the first may fill the cache (cold: minutes)
+                           timeout=1800) for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr[-3000:]
     assert runs[1].stdout.strip() == "[]", runs[1].stdout
