@@ -346,7 +346,8 @@ def _run(outputs, grad_outputs, retain_graph, read=()):
         for x in read:
             if x._tape is not None:
                 t, k = resolve(x._tape, x._node)
-                keep.append(k) if t is tape else None
+                if t is tape:
+                    keep.append(k)
         keep = np.array(keep, dtype=np.int64)
     share = not anomalous
     adj_off, adj, status, op, node, front = backward_sweep(

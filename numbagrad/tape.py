@@ -25,7 +25,7 @@ from itertools import accumulate, chain
 from math import copysign
 
 import numpy as np
-from numba import njit, types
+from numba import njit
 from numba.typed import List
 
 from .ops import IEEE, LEAF, NAMES, OPS
@@ -48,31 +48,18 @@ _POINTERS = ("arg_ptr", "shape_ptr", "const_ptr", "iparam_ptr")
 _EMPTY_COLUMNS = {name: array(code, [0] if name in _POINTERS else [])
                   for name, (code, _) in _INT_COLUMNS.items()}
 
-_CHUNK_F64, _CHUNK_F32 = types.float64[::1], types.float32[::1]  # 5 us each to build
-
-
 # A typed list made in compiled code with its first chunk costs 3 us; List.empty_list from
 # Python 11 us, and each len() or append() on it from Python 1-3 us: together a tenth of a
-# small tensor's whole backward
+# small tensor's whole backward.  Its item type is the first chunk's (C-contiguous float64 or
+# float32, as every chunk is), one compiled version per dtype.
 @njit(**IEEE, cache=True)
-def _chunks_f64(first):
-    chunks = List.empty_list(_CHUNK_F64)
-    chunks.append(first)
-    return chunks
-
-
-@njit(**IEEE, cache=True)
-def _chunks_f32(first):
-    chunks = List.empty_list(_CHUNK_F32)
-    chunks.append(first)
-    return chunks
-
-
 def chunk_list(first):
-    """A Numba typed list of value chunks holding ``first`` (float64 or float32), made by
-    cached compiled code: ``numba.typed.List([first])`` compiles Numba's own (uncached) list
-    functions at its first call in a process, 140 ms."""
-    return (_chunks_f32 if first.dtype == np.float32 else _chunks_f64)(first)
+    """A Numba typed list of value chunks holding ``first``, made by cached compiled code:
+    ``numba.typed.List([first])`` compiles Numba's own (uncached) list functions at its first
+    call in a process, 140 ms."""
+    chunks = List()
+    chunks.append(first)
+    return chunks
 
 
 # and append() from Python goes through a jitted function of Numba's own that is compiled (not
