@@ -20,6 +20,7 @@ from .ops import (
     RESHAPE, GATHER, CAT, MATMUL, COMPARE, LT, LE, GT, GE, EQ, NE,
 )
 from .tensor import _shape_arg
+from .ops import NAME_ID
 from .tensor import Tensor, record, mark_modified, as_tensor, get_default_dtype, _dim, Size, \
     contiguous
 
@@ -89,6 +90,10 @@ def _scalar(c):
 def _unary(opcode, x, name=None):
     if type(x) is not Tensor:
         x = _tensor_arg(x)
+    elif opcode in lane.UNARY and name is None:
+        out = lane.unary(opcode, x)
+        if out is not None:
+            return out
     d = x._data
     op = OPS[opcode]
     value = _quietly(op.eager, d if d.dtype.kind == "f" else _float(d))
@@ -148,6 +153,9 @@ def sqrt(x):
 def neg(x):
     """-x (keeps integer dtypes)."""
     x = _tensor_arg(x)
+    out = lane.unary(NEG, x)
+    if out is not None:
+        return out
     if x.dtype.kind == "b":
         raise TypeError("Negation, the `-` operator, on a bool tensor is not supported.")
     return record(NEG, "NegBackward0", (x,), np.negative(x._data))
@@ -156,6 +164,9 @@ def neg(x):
 def abs(x):
     """|x|, elementwise; its gradient at 0 is 0 as in PyTorch."""
     x = _tensor_arg(x)
+    out = lane.unary(ABS, x)
+    if out is not None:
+        return out
     return record(ABS, "AbsBackward0", (x,), np.abs(x._data))
 
 
@@ -242,6 +253,9 @@ def _binary_tensors(opcode, a, b, name=None):
 def _with_scalar(opcode, x, c, name, eager):
     """An op between a tensor and a Python number: the number is a constant on the tape."""
     c = _scalar(c)
+    out = lane.with_const(opcode, NAME_ID[name], x, c)
+    if out is not None:
+        return out
     d = x._data
     value = _quietly(eager, d, c)
     if d.dtype.kind != "f" and value.dtype.kind == "f":
@@ -258,7 +272,8 @@ def add(a, b):
     tensor([3., 4.], grad_fn=<AddBackward0>)
     """
     if type(a) is Tensor and type(b) is Tensor:
-        return _binary_tensors(ADD, a, b)
+        out = lane.binary(ADD, a, b)
+        return _binary_tensors(ADD, a, b) if out is None else out
     if _is_number(b):
         return _with_scalar(ADD_C, _tensor_arg(a), b, "AddBackward0", lambda x, c: x + c)
     if _is_number(a):
@@ -269,7 +284,8 @@ def add(a, b):
 def sub(a, b):
     """a - b with broadcasting."""
     if type(a) is Tensor and type(b) is Tensor:
-        return _binary_tensors(SUB, a, b)
+        out = lane.binary(SUB, a, b)
+        return _binary_tensors(SUB, a, b) if out is None else out
     if _is_number(b):
         # x - c is recorded as x + (-c), which rounds identically
         return _with_scalar(ADD_C, _tensor_arg(a), -_scalar(b), "SubBackward0", lambda x, c: x + c)
@@ -281,7 +297,8 @@ def sub(a, b):
 def mul(a, b):
     """a * b with broadcasting."""
     if type(a) is Tensor and type(b) is Tensor:
-        return _binary_tensors(MUL, a, b)
+        out = lane.binary(MUL, a, b)
+        return _binary_tensors(MUL, a, b) if out is None else out
     if _is_number(b):
         return _with_scalar(MUL_C, _tensor_arg(a), b, "MulBackward0", lambda x, c: x * c)
     if _is_number(a):
@@ -292,7 +309,8 @@ def mul(a, b):
 def div(a, b):
     """a / b (true division) with broadcasting."""
     if type(a) is Tensor and type(b) is Tensor:
-        return _binary_tensors(DIV, a, b)
+        out = lane.binary(DIV, a, b)
+        return _binary_tensors(DIV, a, b) if out is None else out
     if _is_number(b):
         return _with_scalar(DIV_C, _tensor_arg(a), b, "DivBackward0", lambda x, c: x / c)
     if _is_number(a):
@@ -903,6 +921,7 @@ def inplace(x, other, how):
                                f"type {x.dtype}")
         mark_modified(x)  # its old node's value is now stale for any op that saved it
         x._data, x._tape, x._node, x._requires_grad = result._data, result._tape, result._node, True
+        x._scalar = None  # a lane tensor's old value (lane.py) is not its value any more
         return x
     o = other._data if isinstance(other, Tensor) else other
     try:
@@ -919,3 +938,6 @@ def inplace(x, other, how):
                            f"failed: {e}") from None
     mark_modified(x)
     return x
+
+
+from . import lane  # noqa: E402  (the scalar lane builds on Tensor and these functions' tape)

@@ -254,6 +254,22 @@ class Tape:
         self._len = k + 1
         return k
 
+    def record_scalar(self, opcode, name_id, operands, v, consts, flags):
+        """``record`` for the scalar lane (``lane.py``): a 0-d float64 result held as the
+        Python float ``v``, on a float64 tape.  Returns the new node's index."""
+        small = self._small
+        off = self._small_used
+        if small is not None and off < small.size:
+            small[off] = v
+            self._small_used = off + 1
+            chunk = self._small_id
+        else:
+            chunk, off = self.store(np.array(v))
+        self._rows.append((opcode, name_id, flags, operands, (), 1, consts, (), chunk, off))
+        k = self._len
+        self._len = k + 1
+        return k
+
     def leaf(self, tensor):
         """The node holding ``tensor`` (a leaf or constant), recording it on first use."""
         seen = self._leaf_node.get(id(tensor))

@@ -69,6 +69,10 @@ def _check_grad_dtype(dtype):
         raise RuntimeError("only Tensors of floating point dtype can require gradients")
 
 
+# the slots a lane tensor (lane.py) leaves unset until read: most are never read
+_LANE_DEFAULTS = {"_version": lambda: [0], "_grad": lambda: None, "_retains_grad": lambda: False}
+
+
 class Tensor:
     """An n-dimensional array that records the ops applied to it for differentiation.
 
@@ -80,8 +84,12 @@ class Tensor:
     tensor([2., 4., 6.])
     """
 
+    # A 0-d float64 result of the scalar lane (lane.py) holds its value as the Python float
+    # ``_scalar`` and leaves ``_data`` unset until read; one whose operands were all untaped
+    # leaves waits in ``_pending`` with ``_tape`` and ``_node`` unset until it meets a tape.
+    # __getattr__ (called only for an unset slot) fills them in.
     __slots__ = ("_data", "_tape", "_node", "_requires_grad", "_grad", "_version",
-                 "_retains_grad", "__weakref__")
+                 "_retains_grad", "_scalar", "_pending", "__weakref__")
     # NumPy calls on tensors (np.exp(t), ndarray * t, np.sum(t)) record like the ng functions
     # (interop.py); np.asarray(t) goes through __array__ and detaches
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -98,6 +106,21 @@ class Tensor:
         self._grad = None
         self._version = [0] if version is None else version
         self._retains_grad = False
+        self._scalar = None
+        self._pending = None
+
+    def __getattr__(self, name):
+        # only called for an unset slot: a lane tensor's, filled in at the first read
+        if name == "_data":
+            return lane.materialize(self)
+        if (name == "_tape" or name == "_node") and self._pending is not None:
+            lane.attach(self, ())
+            return getattr(self, name)
+        if name in _LANE_DEFAULTS:
+            value = _LANE_DEFAULTS[name]()
+            setattr(self, name, value)
+            return value
+        raise AttributeError(f"'Tensor' object has no attribute '{name}'")
 
     # ------------------------------------------------------------ attributes
     @property
@@ -204,7 +227,7 @@ class Tensor:
         return Tensor(self._data, version=self._version)
 
     def detach_(self):
-        self._tape, self._node, self._requires_grad = None, -1, False
+        self._tape, self._node, self._requires_grad, self._pending = None, -1, False, None
         return self
 
     def retain_grad(self):
@@ -327,13 +350,9 @@ class Tensor:
         return F.inplace(self, value, "copy")
 
     # ------------------------------------------------------------ operators
-    def __add__(self, o): return F.add(self, o)
     def __radd__(self, o): return F.add(o, self)
-    def __sub__(self, o): return F.sub(self, o)
     def __rsub__(self, o): return F.sub(o, self)
-    def __mul__(self, o): return F.mul(self, o)
     def __rmul__(self, o): return F.mul(o, self)
-    def __truediv__(self, o): return F.div(self, o)
     def __rtruediv__(self, o): return F.div(o, self)
     def __pow__(self, o): return F.pow(self, o)
     def __rpow__(self, o): return F.pow(o, self)
@@ -688,4 +707,9 @@ def eye(n, m=None, dtype=None, requires_grad=False):
 
 
 from . import functions as F  # noqa: E402  (functions builds on Tensor)
+from . import lane  # noqa: E402  (the scalar lane, built on Tensor and the tape)
+
+# the commonest operators are the functions themselves, without a frame of their own: scalar
+# code (lane.py) runs an op in about a microsecond, of which a call is 0.05
+Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.__truediv__ = F.add, F.sub, F.mul, F.div
 from . import interop  # noqa: E402  (NumPy's protocols, built on functions)

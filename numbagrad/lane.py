@@ -1,0 +1,337 @@
+"""The scalar lane: eager ops on 0-d float64 tensors in Python floats, recorded straight away.
+
+Scalar code (``acc = acc + ng.sin(x[a]) * x[b]`` in a loop, a function of a few numbers)
+spent most of each op in NumPy's 0-d machinery: a ufunc call, its error state, a 0-d result
+array, then ``record``'s general merge.  Here such an op computes its value on Python floats
+(IEEE arithmetic is the same; ``sin``, ``cos``, ... come from the C library only where they
+give NumPy's results bit for bit: ``_CHOSEN``), writes its row and value onto the tape
+(``Tape.record_scalar``), and the result's ndarray is made only if someone reads ``_data``
+(``materialize``).  Anything the lane does not cover (other shapes and dtypes, no grad mode,
+anomaly detection, a division by zero, two tapes to merge) returns None and goes the general
+way, which gives the same values and the same tape.
+
+An op whose operands are untaped leaves has no tape to go on.  The general path makes a tape
+for it and merges that into the running graph's at the next binary op: in scalar code, a
+new tape, a copy of the leaf and a merge per step.  Here its result waits instead, ``_pending``
+its (opcode, name, operands, constants, size of the waiting tree), with ``_tape`` and
+``_node`` unset, until it meets a tape or PENDING_MAX nodes wait in one tree; ``attach`` then
+records the tree onto that tape, operands first.  Reading a pending tensor's ``_tape`` or
+``_node`` (``Tensor.__getattr__``) attaches it to a tape of its own.
+"""
+import math
+
+import numpy as np
+
+from . import anomaly, grad_mode
+from .ops import (OPS, NAME_ID, NEG, EXP, LOG, SIN, COS, TAN, TANH, SQRT, ABS,
+                  ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, ADD, SUB, MUL, DIV)
+from .sweeps import REQUIRES_GRAD
+from .tape import Tape, resolve
+from .tensor import Tensor, _tape_for
+
+F64 = np.dtype(np.float64)
+PENDING_MAX = 8     # nodes of one waiting tree; scalar code's per-step trees have 2 or 3
+_BIG_INT = 1 << 53  # integer constants up to this convert to float exactly (as NumPy does)
+
+_new = object.__new__
+_grad_state = grad_mode._state
+_anomaly = anomaly._active
+
+
+# ---------------------------------------------------------------- values
+
+def _exact(fn):
+    """NumPy's own ``fn`` on one float, inside ``np.errstate(all="ignore")``."""
+    def f(v):
+        with np.errstate(all="ignore"):
+            return fn(np.array(v)).item()
+    return f
+
+
+# opcode: (the C library's function, or None where Python's arithmetic is NumPy's; NumPy's)
+UNARY = {
+    NEG: (None, lambda v: -v),
+    ABS: (None, abs),
+    SIN: (math.sin, _exact(np.sin)),
+    COS: (math.cos, _exact(np.cos)),
+    TAN: (math.tan, _exact(np.tan)),
+    EXP: (math.exp, _exact(np.exp)),
+    LOG: (math.log, _exact(np.log)),
+    TANH: (math.tanh, _exact(np.tanh)),
+    SQRT: (math.sqrt, _exact(np.sqrt)),
+}
+# with a constant c (x - c is x + (-c), as functions.sub records it); None: not on the lane
+WITH_CONST = {
+    ADD_C: lambda v, c: v + c,
+    MUL_C: lambda v, c: v * c,
+    DIV_C: lambda v, c: v / c,
+    RSUB_C: lambda v, c: c - v,
+    RDIV_C: lambda v, c: c / v,
+    POW_C: lambda v, c: v * v if c == 2 else None,  # NumPy squares for ** 2; others vary
+}
+BINARY = (ADD, SUB, MUL, DIV)  # Python's float arithmetic (in binary())
+NAME_OF = {op: NAME_ID[OPS[op].name] for op in list(UNARY) + list(BINARY)}
+
+_CHOSEN = {}  # opcode -> (the C library's function or None, NumPy's), as _choose decides
+
+
+def _choose(opcode):
+    """Use the C library's function where it gives NumPy's 0-d results on 2,048 probes (NumPy
+    calls it, or an implementation that agrees), else NumPy's own.  Where the C function raises
+    (domain and range errors: math.log(0.0), math.exp(1e3)) NumPy's gives the value."""
+    fast, exact = UNARY[opcode]
+    if fast is not None:
+        rng = np.random.default_rng(0)
+        probes = np.concatenate([rng.standard_normal(512) * s for s in (1e-3, 1.0, 30.0, 1e4)])
+        for v in probes.tolist():
+            try:
+                if fast(v) != exact(v):
+                    fast = None
+                    break
+            except (ValueError, OverflowError):
+                pass
+    _CHOSEN[opcode] = fast, exact
+    return fast, exact
+
+
+def _value(x):
+    """``x``'s value as a Python float if it is a 0-d float64 tensor, else None."""
+    v = x._scalar
+    if v is not None:
+        return v
+    d = x._data
+    if d.ndim == 0 and d.dtype is F64:
+        return d.item()
+    return None
+
+
+def materialize(t):
+    """``t._data`` of a lane tensor: its value as a 0-d array, made at the first read."""
+    v = t._scalar
+    if v is None:
+        raise AttributeError("'Tensor' object has no attribute '_data'")
+    d = np.array(v)
+    t._data = d
+    t._scalar = None  # from now on the array is the value (in-place ops write into it)
+    return d
+
+
+# ---------------------------------------------------------------- ops
+
+def unary(opcode, x, name_id=None):
+    """``opcode`` applied to the tensor ``x`` through the lane, or None."""
+    if not _grad_state.enabled or _anomaly[0]:
+        return None
+    v = x._scalar
+    if v is None:
+        v = _value(x)
+        if v is None:
+            return None
+    fast, exact = _CHOSEN.get(opcode) or _choose(opcode)
+    if fast is None:
+        v = exact(v)
+    else:
+        try:
+            v = fast(v)
+        except (ValueError, OverflowError):
+            v = exact(v)
+    if name_id is None:
+        name_id = NAME_OF[opcode]
+    return _result1(opcode, name_id, x, v, ())
+
+
+def _result1(opcode, name_id, x, v, consts):
+    """``_result`` for one operand, with its two common cases first."""
+    if x._pending is None:
+        tape = x._tape
+        if tape is None:
+            if x._requires_grad:  # an untaped leaf: the result waits for a tape
+                return _waiting(opcode, name_id, (x,), consts, 1, v)
+        elif tape.forward_to is None and tape.dtype is F64:
+            return _taped(tape, opcode, name_id, (x._node,), v, consts, x._requires_grad)
+    return _result(opcode, name_id, (x,), v, consts)
+
+
+def with_const(opcode, name_id, x, c):
+    """``opcode`` on the tensor ``x`` and the Python number ``c``, or None."""
+    if not _grad_state.enabled or _anomaly[0]:
+        return None
+    if type(c) is not float and not (type(c) is int and -_BIG_INT <= c <= _BIG_INT):
+        return None
+    v = _value(x)
+    if v is None:
+        return None
+    f = WITH_CONST.get(opcode)
+    if f is None:
+        return None
+    try:
+        y = f(v, c)
+    except ZeroDivisionError:  # NumPy's inf or nan, the general way
+        return None
+    if y is None:
+        return None
+    return _result1(opcode, name_id, x, y, (float(c),))
+
+
+def binary(opcode, a, b, name_id=None):
+    """``opcode`` on the tensors ``a`` and ``b`` through the lane, or None."""
+    if not _grad_state.enabled or _anomaly[0]:
+        return None
+    va = a._scalar
+    if va is None:
+        va = _value(a)
+        if va is None:
+            return None
+    vb = b._scalar
+    if vb is None:
+        vb = _value(b)
+        if vb is None:
+            return None
+    if opcode == ADD:
+        v = va + vb
+    elif opcode == MUL:
+        v = va * vb
+    elif opcode == SUB:
+        v = va - vb
+    elif vb == 0.0:  # DIV: NumPy's inf or nan, the general way
+        return None
+    else:
+        v = va / vb
+    if name_id is None:
+        name_id = NAME_OF[opcode]
+    # the common cases first, without _result's loop: operands on one tape (or untaped
+    # leaves), or a waiting tree meeting a tape
+    pa = a._pending
+    pb = b._pending
+    ta = None if pa is not None else a._tape
+    tb = None if pb is not None else b._tape
+    tape = tb if ta is None else ta
+    if tape is not None and (tb is tape or tb is None) and tape.forward_to is None \
+            and tape.dtype is F64:
+        if pa is not None:
+            _record_tree(a, tape)
+            ta = tape
+        elif pb is not None:
+            _record_tree(b, tape)
+            tb = tape
+        return _taped(tape, opcode, name_id, (
+            a._node if ta is tape else tape.leaf(a), b._node if tb is tape else tape.leaf(b)),
+            v, (), a._requires_grad or b._requires_grad)
+    elif tape is None and pa is None and pb is None:  # untaped leaves: the result waits
+        if a._requires_grad or b._requires_grad:
+            return _waiting(opcode, name_id, (a, b), (), 1, v)
+        return Tensor(np.array(v))
+    return _result(opcode, name_id, (a, b), v, ())
+
+
+def _waiting(opcode, name_id, operands, consts, size, v):
+    """A lane tensor holding ``v`` whose op waits for a tape (see the module's doc)."""
+    out = _new(Tensor)
+    out._scalar = v
+    out._pending = (opcode, name_id, operands, consts, size)
+    out._requires_grad = True
+    # _version, _grad and _retains_grad are left to Tensor.__getattr__ (rarely read)
+    return out
+
+
+def _taped(tape, opcode, name_id, nodes, v, consts, grad):
+    """A lane tensor holding ``v``, recorded onto ``tape`` as an op on ``nodes``."""
+    out = _new(Tensor)
+    out._scalar = v
+    out._pending = None
+    out._tape = tape
+    out._node = tape.record_scalar(opcode, name_id, nodes, v, consts,
+                                   REQUIRES_GRAD if grad else 0)
+    out._requires_grad = grad
+    # _version, _grad and _retains_grad are left to Tensor.__getattr__ (rarely read)
+    return out
+
+
+def _result(opcode, name_id, operands, v, consts):
+    """The tensor holding ``v``, the value of an op on the lane tensors ``operands``: recorded
+    onto their tape, waiting (see the module's doc) or, when nothing is recorded, plain."""
+    grad = False
+    tape = None
+    general = False
+    waiting = 1
+    pending = None
+    for x in operands:
+        if x._requires_grad:
+            grad = True
+        p = x._pending
+        if p is not None:
+            waiting += p[4]
+            pending = [x] if pending is None else pending + [x]
+        else:
+            t = x._tape
+            if t is not None:
+                if t.forward_to is not None or (tape is not None and t is not tape):
+                    general = True
+                tape = t
+    if tape is None:
+        if not grad:  # as record(): an op on untracked tensors is not recorded
+            return Tensor(np.array(v))
+        if waiting <= PENDING_MAX:
+            return _waiting(opcode, name_id, operands, consts, waiting, v)
+        general = True
+    if general or tape.dtype is not F64:
+        tape = _onto(operands)
+    elif pending is not None:
+        for x in pending:
+            _record_tree(x, tape)
+    return _taped(tape, opcode, name_id,
+                  tuple([x._node if x._tape is tape else tape.leaf(x) for x in operands]),
+                  v, consts, grad)
+
+
+def _onto(operands):
+    """The one float64 tape an op on ``operands`` goes on (their tapes merged, or a new one),
+    with their waiting trees recorded there."""
+    tape = _tape_for([x for x in operands if x._pending is None and x._tape is not None], F64)
+    for x in operands:
+        if x._pending is not None:
+            _record_tree(x, tape)
+    for x in operands:  # a merge may have forwarded the tape an operand was resolved to
+        if x._tape is not None:
+            x._tape, x._node = resolve(x._tape, x._node)
+    return tape
+
+
+def attach(root, anchors):
+    """Record the waiting tree of ``root`` onto the tape of the taped tensors ``anchors``
+    (merged if several) or onto a new one; returns that tape."""
+    tape = _tape_for(list(anchors), F64)
+    _record_tree(root, tape)
+    return tape
+
+
+def _record_tree(x, tape):
+    """Record ``x`` and the rest of its waiting tree onto ``tape``, operands first.
+
+    A waiting tree holds at most PENDING_MAX nodes, so this recurses at most that deep.  Its
+    operands are untaped leaves or waiting nodes, or nodes a tree sharing them recorded since:
+    those are brought onto ``tape`` (their tape merged into it) if they are elsewhere.
+    """
+    p = x._pending
+    if p is None:  # recorded already, through another tree sharing it
+        return
+    opcode, name_id, operands, consts, _ = p
+    nodes = []
+    for o in operands:
+        if o._pending is not None:
+            _record_tree(o, tape)
+            nodes.append(o._node)
+        elif o._tape is None:
+            nodes.append(tape.leaf(o))
+        else:
+            t, k = resolve(o._tape, o._node)
+            if t is not tape:
+                tape.absorb(t)
+                t, k = resolve(t, k)
+            o._tape, o._node = t, k
+            nodes.append(k)
+    v = x._scalar
+    x._node = tape.record_scalar(opcode, name_id, tuple(nodes),
+                                 x._data.item() if v is None else v, consts, REQUIRES_GRAD)
+    x._tape = tape
+    x._pending = None
