@@ -217,10 +217,10 @@ def binary(opcode, a, b, name_id=None):
         return _taped(tape, opcode, name_id, (
             a._node if ta is tape else tape.leaf(a), b._node if tb is tape else tape.leaf(b)),
             v, (), a._requires_grad or b._requires_grad)
-    elif tape is None and pa is None and pb is None:  # untaped leaves: the result waits
-        if a._requires_grad or b._requires_grad:
-            return _waiting(opcode, name_id, (a, b), (), 1, v)
-        return Tensor(np.array(v))
+    elif tape is None and ta is None and tb is None:  # untaped leaves or waiting: wait
+        size = 1 + (0 if pa is None else pa[4]) + (0 if pb is None else pb[4])
+        if size <= PENDING_MAX and (a._requires_grad or b._requires_grad):
+            return _waiting(opcode, name_id, (a, b), (), size, v)
     return _result(opcode, name_id, (a, b), v, ())
 
 
@@ -321,8 +321,10 @@ def _record_tree(x, tape):
         if o._pending is not None:
             _record_tree(o, tape)
             nodes.append(o._node)
-        elif o._tape is None:
-            nodes.append(tape.leaf(o))
+        elif o._tape is None:  # tape.leaf(o), with its common case inline
+            seen = tape._leaf_node.get(id(o))
+            nodes.append(seen[0] if seen is not None and seen[1] == o._version[0]
+                         else tape.leaf(o))
         else:
             t, k = resolve(o._tape, o._node)
             if t is not tape:
