@@ -120,13 +120,13 @@ def materialize(t):
 
 def unary(opcode, x, name_id=None):
     """``opcode`` applied to the tensor ``x`` through the lane, or None."""
-    if not _grad_state.enabled or _anomaly[0]:
-        return None
     v = x._scalar
     if v is None:
         v = _value(x)
         if v is None:
             return None
+    if not _grad_state.enabled or _anomaly[0]:
+        return None
     fast, exact = _CHOSEN.get(opcode) or _choose(opcode)
     if fast is None:
         v = exact(v)
@@ -154,12 +154,14 @@ def _result1(opcode, name_id, x, v, consts):
 
 def with_const(opcode, name_id, x, c):
     """``opcode`` on the tensor ``x`` and the Python number ``c``, or None."""
+    v = x._scalar
+    if v is None:
+        v = _value(x)
+        if v is None:
+            return None
     if not _grad_state.enabled or _anomaly[0]:
         return None
     if type(c) is not float and not (type(c) is int and -_BIG_INT <= c <= _BIG_INT):
-        return None
-    v = _value(x)
-    if v is None:
         return None
     f = WITH_CONST.get(opcode)
     if f is None:
@@ -175,8 +177,6 @@ def with_const(opcode, name_id, x, c):
 
 def binary(opcode, a, b, name_id=None):
     """``opcode`` on the tensors ``a`` and ``b`` through the lane, or None."""
-    if not _grad_state.enabled or _anomaly[0]:
-        return None
     va = a._scalar
     if va is None:
         va = _value(a)
@@ -187,6 +187,8 @@ def binary(opcode, a, b, name_id=None):
         vb = _value(b)
         if vb is None:
             return None
+    if not _grad_state.enabled or _anomaly[0]:
+        return None
     if opcode == ADD:
         v = va + vb
     elif opcode == MUL:
