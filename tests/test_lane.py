@@ -248,3 +248,37 @@ def test_an_op_on_two_graphs_merges_them():
     x.grad = None
     (a + b).backward(retain_graph=True)
     assert x.grad.numpy()[1] == pytest.approx(0.5 + 3.0)
+
+
+def _both_sweeps(out):
+    """The adjoints of ``out``'s tape by reverse_sweep and by reverse_sweep_scalars."""
+    from numbagrad import autograd, sweeps
+    tape, node = resolve(out._tape, out._node)
+    arr, chunks = tape.arrays(), tape.typed_chunks()
+    adj_off, total = sweeps.plan_adjoints(arr, np.array([node]))[:2]
+    result = []
+    for sweep in (sweeps.reverse_sweep, autograd.reverse_sweep_scalars):
+        adj = np.zeros(total, dtype=tape.dtype)
+        adj[adj_off[node]] = 1.0
+        sweep(arr, chunks, adj, adj_off, node, sweeps.PAR_MIN)
+        result.append(adj)
+    return result
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_scalar_reverse_sweep_adds_what_the_kernels_add(dtype):
+    rng = np.random.default_rng(3)
+    x = ng.tensor(rng.standard_normal(), dtype=dtype, requires_grad=True)
+    y = ng.tensor(rng.standard_normal(), dtype=dtype, requires_grad=True)
+    v = ng.tensor(rng.standard_normal(5), dtype=dtype, requires_grad=True)
+    m = ng.tensor(rng.standard_normal((1, 1)), dtype=dtype, requires_grad=True)
+    acc = x * x + y                                    # one operand twice: one slot
+    for k in range(30):                                # every unary and binary rule, mixed
+        acc = ng.sin(acc) * y + ng.exp(-acc.abs()) - ng.tanh(x) / (1.5 + y * y)
+        acc = acc + (v * acc).sum() * 0.01             # array ops in between (kernels)
+        acc = ng.maximum(acc, x) + ng.minimum(acc, y) - ng.sqrt(acc * acc + 1.0)
+        acc = (acc + m).reshape(()) if k % 3 == 0 else acc ** 2 * 0.1 + 2.0 / (3.0 + acc * acc)
+        acc = ng.clamp(acc, -5.0, 5.0) + ng.log(1.0 + x * x) + ng.relu(acc) - 0.5 ** acc
+        acc = acc + ng.pow(1.0 + x * x, y) * 0.1
+    plain, scalars = _both_sweeps(acc)
+    assert plain.tobytes() == scalars.tobytes()
