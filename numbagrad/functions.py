@@ -2,7 +2,8 @@
 
 Each function validates its input (PyTorch's error texts where users know
 them), computes the value with NumPy, and calls ``record`` with the opcode
-and whatever the sweeps need (constants, layouts, index maps).
+and whatever the sweeps need (constants, layouts, index maps).  Elementwise
+ops on 0-d float64 tensors try the scalar lane first (``lane.py``).
 """
 import builtins
 import math
@@ -17,10 +18,9 @@ from .ops import (
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, WHERE,
     SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX,
-    RESHAPE, GATHER, CAT, MATMUL, COMPARE, LT, LE, GT, GE, EQ, NE,
+    RESHAPE, GATHER, CAT, MATMUL, COMPARE, LT, LE, GT, GE, EQ, NE, NAME_ID,
 )
 from .tensor import _shape_arg
-from .ops import NAME_ID
 from .tensor import Tensor, record, mark_modified, as_tensor, get_default_dtype, _dim, Size, \
     contiguous
 
