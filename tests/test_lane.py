@@ -282,3 +282,52 @@ def test_the_scalar_reverse_sweep_adds_what_the_kernels_add(dtype):
         acc = acc + ng.pow(1.0 + x * x, y) * 0.1
     plain, scalars = _both_sweeps(acc)
     assert plain.tobytes() == scalars.tobytes()
+
+
+def _random_program(seed, lane_on, monkeypatch):
+    """A random scalar program over a few leaves: lane ops, general ops, shared values, reads,
+    no_grad stretches, a 1-d tensor now and then.  Returns the output and the leaves' grads."""
+    if not lane_on:
+        for name in ("unary", "binary", "with_const"):
+            monkeypatch.setattr(lane, name, lambda *a, **k: None)
+    rng = np.random.default_rng(seed)
+    leaves = [ng.tensor(v, requires_grad=True) for v in rng.uniform(0.2, 1.5, 4)]
+    const = ng.tensor(0.75)
+    vec = ng.tensor(rng.uniform(0.5, 1.0, 3), requires_grad=True)
+    pool = list(leaves) + [const]
+    unary = [ng.sin, ng.cos, ng.exp, ng.tanh, ng.sigmoid, ng.neg, ng.abs, ng.relu,
+             lambda t: ng.sqrt(t * t + 1.0), lambda t: ng.log(t * t + 0.5), lambda t: t ** 2,
+             lambda t: t ** 3, lambda t: 1.5 - t, lambda t: t / 3.0, lambda t: 2.0 / (t * t + 1.0)]
+    binary = [ng.add, ng.sub, ng.mul, lambda a, b: a / (b * b + 1.0), ng.maximum,
+              lambda a, b: (a * vec).sum() * 0.1 + b]
+    for step in range(60):
+        k = rng.integers(0, 10)
+        a = pool[rng.integers(0, len(pool))]
+        if k < 5:
+            out = unary[rng.integers(0, len(unary))](a)
+        elif k < 9:
+            out = binary[rng.integers(0, len(binary))](a, pool[rng.integers(0, len(pool))])
+        elif rng.integers(0, 2):
+            with ng.no_grad():
+                out = a * 0.5
+        else:
+            a.item()  # a read: the array is made
+            out = a + 0.0
+        pool.append(out)
+        if len(pool) > 12:  # keep a few values alive, drop the rest
+            pool.pop(rng.integers(len(leaves) + 1, len(pool) - 1))
+    total = sum(pool[len(leaves) + 1:], ng.tensor(0.0))
+    total.backward()
+    grads = [0.0 if x.grad is None else x.grad.item() for x in leaves]
+    return total.item(), grads, vec.grad.numpy().tolist() if vec.grad is not None else None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_scalar_programs_give_the_general_paths_values_and_gradients(seed):
+    with pytest.MonkeyPatch.context() as mp:
+        off = _random_program(seed, False, mp)
+    with pytest.MonkeyPatch.context() as mp:
+        on = _random_program(seed, True, mp)
+    assert np.array(on[0]).tobytes() == np.array(off[0]).tobytes()
+    assert np.array(on[1]).tobytes() == np.array(off[1]).tobytes()
+    assert on[2] == off[2]
