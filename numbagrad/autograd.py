@@ -235,34 +235,41 @@ def share_adjoints(t, adj_off, seed_nodes, keep, min_size):
 # Scalar code sweeps one-element ops: a kernel call for each (unary_vjp, binary_vjp: typed-list
 # lookups, slicing, the parallel test) cost about 170 ns an op, 1.7 ms of W2's 10,000-op
 # backward, against a few ns of arithmetic.  Same rules, same additions in the same order.
+# (Kept apart from reverse_sweep, which backward_sweep calls for the other ops: a function that
+# calls reverse_sweep compiles it into itself again, 20 s on a cold cache.)
+@njit(**IEEE, inline="always")
+def _one_element(t, i, op):
+    """Whether node i, an op other than LEAF, is elementwise on single elements (NEG..CLAMP
+    and ADD..MINIMUM follow each other)."""
+    if t.sizes[i] != 1 or op > MINIMUM:
+        return False
+    if op <= CLAMP:
+        return True
+    p = t.arg_ptr[i]
+    return t.sizes[t.args[p]] == 1 and t.sizes[t.args[p + 1]] == 1
+
+
 @njit(**IEEE, cache=True)
-def reverse_sweep_scalars(t, chunks, adj, adj_off, top, par_min, bottom=0):
-    """``reverse_sweep`` from ``top`` down to ``bottom``, with the elementwise ops on one
-    element done here in line and the runs of other ops handed to it."""
-    if adj.itemsize != 8 or top < bottom:  # float32: a rule's float32 result is multiplied
-        reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom)  # in float32 there
-        return
-    hi = top  # the nodes hi..i+1 are left to reverse_sweep
-    # the chunk last read from: a typed list's lookup costs more than the arithmetic, and
-    # neighbouring nodes keep their values in one chunk
-    cid = t.val_chunk[top]
+def sweep_scalars(t, chunks, adj, adj_off, top, bottom):
+    """Sweep the elementwise ops on single elements from ``top`` down to ``bottom`` in line
+    (float64 adjoints), stopping at the first other op that takes an adjoint: returns its index,
+    or ``bottom - 1``."""
+    cid = t.val_chunk[top]  # the chunk last read from: neighbours keep their values in one
     cur = chunks[cid]
     for i in range(top, bottom - 1, -1):
         go = adj_off[i]
-        if go < 0 or t.sizes[i] != 1:
+        if go < 0:
             continue
         op = t.opcodes[i]
-        unary = NEG <= op <= CLAMP
-        if not unary and not ADD <= op <= MINIMUM:
+        if op == LEAF:
             continue
         p = t.arg_ptr[i]
         a = t.args[p]
-        b = t.args[p + 1] if not unary else a
-        if not unary and (t.sizes[a] != 1 or t.sizes[b] != 1):
-            continue
-        if hi > i:
-            reverse_sweep(t, chunks, adj, adj_off, hi, par_min, i + 1)
-        hi = i - 1
+        # not _one_element(t, i, op), spelled out: through the inlined call this loop ran at
+        # half the speed (W2: 1.15 against 0.53 ms)
+        if t.sizes[i] != 1 or op > MINIMUM or (op >= ADD and (
+                t.sizes[a] != 1 or t.sizes[t.args[p + 1]] != 1)):
+            return i
         if t.val_chunk[i] != cid:
             cid = t.val_chunk[i]
             cur = chunks[cid]
@@ -273,10 +280,11 @@ def reverse_sweep_scalars(t, chunks, adj, adj_off, top, par_min, bottom=0):
         av = cur[t.val_off[a]]
         ga = adj_off[a]
         g = adj[go]
-        if unary:
+        if op <= CLAMP:
             if ga >= 0:
                 adj[ga] += g * unary_d(op, av, y, const(t, i, 0), const(t, i, 1))
             continue
+        b = t.args[p + 1]
         if t.val_chunk[b] != cid:
             cid = t.val_chunk[b]
             cur = chunks[cid]
@@ -289,8 +297,33 @@ def reverse_sweep_scalars(t, chunks, adj, adj_off, top, par_min, bottom=0):
                 adj[ga] += g * binary_da(op, av, bv, y)
             if gb >= 0:
                 adj[gb] += g * binary_db(op, av, bv, y)
-    if hi >= bottom:
-        reverse_sweep(t, chunks, adj, adj_off, hi, par_min, bottom)
+    return bottom - 1
+
+
+@njit(**IEEE, cache=True)
+def other_ops_below(t, adj_off, top, bottom):
+    """The index below the run of ops from ``top`` down that ``sweep_scalars`` leaves to
+    ``reverse_sweep`` (the next one it takes, or ``bottom - 1``)."""
+    for i in range(top - 1, bottom - 1, -1):
+        if adj_off[i] >= 0 and t.opcodes[i] != LEAF and _one_element(t, i, t.opcodes[i]):
+            return i
+    return bottom - 1
+
+
+@njit(**IEEE, inline="always")
+def _sweep(t, chunks, adj, adj_off, top, par_min, bottom):
+    """``reverse_sweep`` from ``top`` down to ``bottom``, the ops on single elements swept in
+    line (float64)."""
+    if adj.itemsize != 8:  # float32: a rule's float32 result is multiplied in float32 there,
+        reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom)  # float64 here
+        return
+    i = top
+    while i >= bottom:
+        i = sweep_scalars(t, chunks, adj, adj_off, i, bottom)
+        if i >= bottom:
+            j = other_ops_below(t, adj_off, i, bottom)
+            reverse_sweep(t, chunks, adj, adj_off, i, par_min, j + 1)
+            i = j
 
 
 @njit(**IEEE, cache=True)
@@ -336,11 +369,11 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
     hi = top
     for e in range(zero_at.size):  # reused slots cleared just before their first addition
         if zero_at[e] < hi:
-            reverse_sweep_scalars(t, chunks, adj, adj_off, hi, par_min, zero_at[e] + 1)
+            _sweep(t, chunks, adj, adj_off, hi, par_min, zero_at[e] + 1)
             hi = zero_at[e]
         slot = adj[zero_off[e]:zero_off[e] + zero_len[e]]
         zero_fill(slot, slot.size // par_min + 1)
-    reverse_sweep_scalars(t, chunks, adj, adj_off, hi, par_min)
+    _sweep(t, chunks, adj, adj_off, hi, par_min, 0)
     if free:
         marked = flag_column.size == t.flags.size
         for i in range(top + 1):

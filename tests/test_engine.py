@@ -23,8 +23,8 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
     z = (2 * (x + 2) ** 2).mean()
     z.backward()
     assert hasattr(real, "py_func") and real.signatures  # a compiled Numba dispatcher
-    assert "reverse_sweep_scalars(" in inspect.getsource(real.py_func)  # which calls the
-    assert "reverse_sweep(" in inspect.getsource(autograd.reverse_sweep_scalars.py_func)  # kernels
+    assert "_sweep(" in inspect.getsource(real.py_func)  # sweep_scalars, and for other ops
+    assert "reverse_sweep(" in inspect.getsource(autograd._sweep.py_func)  # the kernels
     (t, adj_off, top, free), = seen
     assert free  # no retain_graph: the swept ops are marked FREED
     assert (t.flags[1:] & sweeps.FREED).all() and not t.flags[0] & sweeps.FREED

@@ -251,18 +251,20 @@ def test_an_op_on_two_graphs_merges_them():
 
 
 def _both_sweeps(out):
-    """The adjoints of ``out``'s tape by reverse_sweep and by reverse_sweep_scalars."""
+    """The adjoints of ``out``'s tape by reverse_sweep alone and by backward_sweep, which
+    sweeps ops on single elements itself (sweep_scalars) and hands the rest to reverse_sweep."""
     from numbagrad import autograd, sweeps
     tape, node = resolve(out._tape, out._node)
     arr, chunks = tape.arrays(), tape.typed_chunks()
-    adj_off, total = sweeps.plan_adjoints(arr, np.array([node]))[:2]
-    result = []
-    for sweep in (sweeps.reverse_sweep, autograd.reverse_sweep_scalars):
-        adj = np.zeros(total, dtype=tape.dtype)
-        adj[adj_off[node]] = 1.0
-        sweep(arr, chunks, adj, adj_off, node, sweeps.PAR_MIN)
-        result.append(adj)
-    return result
+    seeds, nodes = np.ones(1, dtype=tape.dtype), np.array([node])
+    adj_off, total = sweeps.plan_adjoints(arr, nodes)[:2]
+    plain = np.zeros(total, dtype=tape.dtype)
+    plain[adj_off[node]] = 1.0
+    sweeps.reverse_sweep(arr, chunks, plain, adj_off, node, sweeps.PAR_MIN)
+    off, mixed = autograd.backward_sweep(arr, chunks, tape.flag_column(), nodes, seeds, False,
+                                         sweeps.PAR_MIN, seeds[:0], nodes[:0], False)[:2]
+    assert np.array_equal(off, adj_off)
+    return plain, mixed
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
