@@ -19,6 +19,7 @@ records the tree onto that tape, operands first.  Reading a pending tensor's ``_
 ``_node`` (``Tensor.__getattr__``) attaches it to a tape of its own.
 """
 import math
+import operator
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from .ops import (OPS, NAME_ID, NEG, EXP, LOG, SIN, COS, TAN, TANH, SQRT, ABS,
 from .sweeps import REQUIRES_GRAD
 from .tape import Tape, resolve
 from .tensor import Tensor, _tape_for
+from .functions import _quietly
 
 F64 = np.dtype(np.float64)
 PENDING_MAX = 8     # nodes of one waiting tree; scalar code's per-step trees have 2 or 3
@@ -40,47 +42,33 @@ _anomaly = anomaly._active
 
 # ---------------------------------------------------------------- values
 
-def _exact(fn):
-    """NumPy's own ``fn`` on one float, inside ``np.errstate(all="ignore")``."""
-    def f(v):
-        with np.errstate(all="ignore"):
-            return fn(np.array(v)).item()
-    return f
-
-
-# opcode: (the C library's function, or None where Python's arithmetic is NumPy's; NumPy's)
-UNARY = {
-    NEG: (None, lambda v: -v),
-    ABS: (None, abs),
-    SIN: (math.sin, _exact(np.sin)),
-    COS: (math.cos, _exact(np.cos)),
-    TAN: (math.tan, _exact(np.tan)),
-    EXP: (math.exp, _exact(np.exp)),
-    LOG: (math.log, _exact(np.log)),
-    TANH: (math.tanh, _exact(np.tanh)),
-    SQRT: (math.sqrt, _exact(np.sqrt)),
-}
-# with a constant c (x - c is x + (-c), as functions.sub records it); None: not on the lane
-WITH_CONST = {
-    ADD_C: lambda v, c: v + c,
-    MUL_C: lambda v, c: v * c,
-    DIV_C: lambda v, c: v / c,
-    RSUB_C: lambda v, c: c - v,
-    RDIV_C: lambda v, c: c / v,
-    POW_C: lambda v, c: v * v if c == 2 else None,  # NumPy squares for ** 2; others vary
-}
+# The lane's forward of each unary op on a Python float: Python's arithmetic (NEG, ABS: IEEE,
+# so NumPy's results), or the C library's function, which _choose checks against the op's own
+# NumPy form (ops.OPS[op].eager).
+UNARY = {NEG: operator.neg, ABS: abs, SIN: math.sin, COS: math.cos, TAN: math.tan,
+         EXP: math.exp, LOG: math.log, TANH: math.tanh, SQRT: math.sqrt}
+ARITHMETIC = (NEG, ABS)
+# with a constant c (x - c is x + (-c), as functions.sub records it): the ops' eager forms are
+# Python's arithmetic on floats; ** c only for c = 2, which NumPy computes as x * x
+WITH_CONST = {op: OPS[op].eager for op in (ADD_C, MUL_C, DIV_C, RSUB_C, RDIV_C)}
+WITH_CONST[POW_C] = lambda v, c: v * v if c == 2 else None
 BINARY = (ADD, SUB, MUL, DIV)  # Python's float arithmetic (in binary())
 NAME_OF = {op: NAME_ID[OPS[op].name] for op in list(UNARY) + list(BINARY)}
 
-_CHOSEN = {}  # opcode -> (the C library's function or None, NumPy's), as _choose decides
+_CHOSEN = {}  # opcode -> (the function the lane uses or None, NumPy's), as _choose decides
 
 
 def _choose(opcode):
     """Use the C library's function where it gives NumPy's 0-d results on 2,048 probes (NumPy
     calls it, or an implementation that agrees), else NumPy's own.  Where the C function raises
     (domain and range errors: math.log(0.0), math.exp(1e3)) NumPy's gives the value."""
-    fast, exact = UNARY[opcode]
-    if fast is not None:
+    eager = OPS[opcode].eager
+
+    def exact(v):
+        return _quietly(eager, np.array(v)).item()
+
+    fast = UNARY[opcode]
+    if opcode not in ARITHMETIC:
         rng = np.random.default_rng(0)
         probes = np.concatenate([rng.standard_normal(512) * s for s in (1e-3, 1.0, 30.0, 1e4)])
         for v in probes.tolist():
@@ -92,6 +80,11 @@ def _choose(opcode):
                 pass
     _CHOSEN[opcode] = fast, exact
     return fast, exact
+
+
+def _recording():
+    """Whether ops are recorded here (grad mode) and outside ``ng.detect_anomaly()``."""
+    return _grad_state.enabled and not _anomaly[0]
 
 
 def _value(x):
@@ -118,14 +111,10 @@ def materialize(t):
 
 # ---------------------------------------------------------------- ops
 
-def unary(opcode, x, name_id=None):
+def unary(opcode, x):
     """``opcode`` applied to the tensor ``x`` through the lane, or None."""
-    v = x._scalar
-    if v is None:
-        v = _value(x)
-        if v is None:
-            return None
-    if not _grad_state.enabled or _anomaly[0]:
+    v = _value(x)
+    if v is None or not _recording():
         return None
     fast, exact = _CHOSEN.get(opcode) or _choose(opcode)
     if fast is None:
@@ -135,9 +124,7 @@ def unary(opcode, x, name_id=None):
             v = fast(v)
         except (ValueError, OverflowError):
             v = exact(v)
-    if name_id is None:
-        name_id = NAME_OF[opcode]
-    return _result1(opcode, name_id, x, v, ())
+    return _result1(opcode, NAME_OF[opcode], x, v, ())
 
 
 def _result1(opcode, name_id, x, v, consts):
@@ -154,12 +141,8 @@ def _result1(opcode, name_id, x, v, consts):
 
 def with_const(opcode, name_id, x, c):
     """``opcode`` on the tensor ``x`` and the Python number ``c``, or None."""
-    v = x._scalar
-    if v is None:
-        v = _value(x)
-        if v is None:
-            return None
-    if not _grad_state.enabled or _anomaly[0]:
+    v = _value(x)
+    if v is None or not _recording():
         return None
     if type(c) is not float and not (type(c) is int and -_BIG_INT <= c <= _BIG_INT):
         return None
@@ -175,19 +158,13 @@ def with_const(opcode, name_id, x, c):
     return _result1(opcode, name_id, x, y, (float(c),))
 
 
-def binary(opcode, a, b, name_id=None):
+def binary(opcode, a, b):
     """``opcode`` on the tensors ``a`` and ``b`` through the lane, or None."""
-    va = a._scalar
+    va = _value(a)
     if va is None:
-        va = _value(a)
-        if va is None:
-            return None
-    vb = b._scalar
-    if vb is None:
-        vb = _value(b)
-        if vb is None:
-            return None
-    if not _grad_state.enabled or _anomaly[0]:
+        return None
+    vb = _value(b)
+    if vb is None or not _recording():
         return None
     if opcode == ADD:
         v = va + vb
@@ -199,8 +176,7 @@ def binary(opcode, a, b, name_id=None):
         return None
     else:
         v = va / vb
-    if name_id is None:
-        name_id = NAME_OF[opcode]
+    name_id = NAME_OF[opcode]
     # the common cases first, without _result's loop: operands on one tape (or untaped
     # leaves), or a waiting tree meeting a tape
     pa = a._pending
@@ -299,10 +275,9 @@ def _onto(operands):
     return tape
 
 
-def attach(root, anchors):
-    """Record the waiting tree of ``root`` onto the tape of the taped tensors ``anchors``
-    (merged if several) or onto a new one; returns that tape."""
-    tape = _tape_for(list(anchors), F64)
+def attach(root):
+    """Record the waiting tree of ``root`` onto a tape of its own; returns that tape."""
+    tape = Tape(F64)
     _record_tree(root, tape)
     return tape
 
@@ -323,10 +298,8 @@ def _record_tree(x, tape):
         if o._pending is not None:
             _record_tree(o, tape)
             nodes.append(o._node)
-        elif o._tape is None:  # tape.leaf(o), with its common case inline
-            seen = tape._leaf_node.get(id(o))
-            nodes.append(seen[0] if seen is not None and seen[1] == o._version[0]
-                         else tape.leaf(o))
+        elif o._tape is None:
+            nodes.append(tape.leaf(o))
         else:
             t, k = resolve(o._tape, o._node)
             if t is not tape:

@@ -114,7 +114,7 @@ class Tensor:
         if name == "_data":
             return lane.materialize(self)
         if (name == "_tape" or name == "_node") and self._pending is not None:
-            lane.attach(self, ())
+            lane.attach(self)
             return getattr(self, name)
         if name in _LANE_DEFAULTS:
             value = _LANE_DEFAULTS[name]()
