@@ -272,8 +272,7 @@ def add(a, b):
     tensor([3., 4.], grad_fn=<AddBackward0>)
     """
     if type(a) is Tensor and type(b) is Tensor:
-        out = lane.binary(ADD, a, b)
-        return _binary_tensors(ADD, a, b) if out is None else out
+        return lane.add(a, b)
     if _is_number(b):
         return _with_scalar(ADD_C, _tensor_arg(a), b, "AddBackward0", lambda x, c: x + c)
     if _is_number(a):
@@ -284,8 +283,7 @@ def add(a, b):
 def sub(a, b):
     """a - b with broadcasting."""
     if type(a) is Tensor and type(b) is Tensor:
-        out = lane.binary(SUB, a, b)
-        return _binary_tensors(SUB, a, b) if out is None else out
+        return lane.sub(a, b)
     if _is_number(b):
         # x - c is recorded as x + (-c), which rounds identically
         return _with_scalar(ADD_C, _tensor_arg(a), -_scalar(b), "SubBackward0", lambda x, c: x + c)
@@ -297,8 +295,7 @@ def sub(a, b):
 def mul(a, b):
     """a * b with broadcasting."""
     if type(a) is Tensor and type(b) is Tensor:
-        out = lane.binary(MUL, a, b)
-        return _binary_tensors(MUL, a, b) if out is None else out
+        return lane.mul(a, b)
     if _is_number(b):
         return _with_scalar(MUL_C, _tensor_arg(a), b, "MulBackward0", lambda x, c: x * c)
     if _is_number(a):
@@ -309,8 +306,7 @@ def mul(a, b):
 def div(a, b):
     """a / b (true division) with broadcasting."""
     if type(a) is Tensor and type(b) is Tensor:
-        out = lane.binary(DIV, a, b)
-        return _binary_tensors(DIV, a, b) if out is None else out
+        return lane.div(a, b)
     if _is_number(b):
         return _with_scalar(DIV_C, _tensor_arg(a), b, "DivBackward0", lambda x, c: x / c)
     if _is_number(a):
@@ -921,7 +917,6 @@ def inplace(x, other, how):
                                f"type {x.dtype}")
         mark_modified(x)  # its old node's value is now stale for any op that saved it
         x._data, x._tape, x._node, x._requires_grad = result._data, result._tape, result._node, True
-        x._scalar = None  # a lane tensor's old value (lane.py) is not its value any more
         return x
     o = other._data if isinstance(other, Tensor) else other
     try:

@@ -6,17 +6,20 @@ array, then ``record``'s general merge.  Here such an op computes its value on P
 (IEEE arithmetic is the same; ``sin``, ``cos``, ... come from the C library only where they
 give NumPy's results bit for bit: ``_CHOSEN``), writes its row and value onto the tape
 (``Tape.record_scalar``), and the result's ndarray is made only if someone reads ``_data``
-(``materialize``).  Anything the lane does not cover (other shapes and dtypes, no grad mode,
-anomaly detection, a division by zero, two tapes to merge) returns None and goes the general
-way, which gives the same values and the same tape.
+(a property of Tensor: ``materialize``).  Anything the lane does not cover (other shapes and
+dtypes, no grad mode, anomaly detection, a division by zero) goes the general way, which
+gives the same values and the same tape.
 
 An op whose operands are untaped leaves has no tape to go on.  The general path makes a tape
 for it and merges that into the running graph's at the next binary op: in scalar code, a
 new tape, a copy of the leaf and a merge per step.  Here its result waits instead, ``_pending``
-its (opcode, name, operands, constants, size of the waiting tree), with ``_tape`` and
-``_node`` unset, until it meets a tape or PENDING_MAX nodes wait in one tree; ``attach`` then
-records the tree onto that tape, operands first.  Reading a pending tensor's ``_tape`` or
-``_node`` (``Tensor.__getattr__``) attaches it to a tape of its own.
+its (opcode, name, operands, constants, size of the waiting tree), with no tape, until it
+meets a tape or PENDING_MAX nodes wait in one tree; ``attach`` then records the tree onto
+that tape, operands first.  Reading a waiting tensor's ``_tape`` or ``_node`` (properties of
+Tensor) attaches it to a tape of its own.
+
+The lane reads a tensor's slots (``_array``, ``_tape_``, ``_node_``), not the properties
+over them: a property read costs 48 ns, a slot 10, and scalar code reads a dozen per op.
 """
 import math
 import operator
@@ -29,6 +32,7 @@ from .ops import (OPS, NAME_ID, NEG, EXP, LOG, SIN, COS, TAN, TANH, SQRT, ABS,
 from .sweeps import REQUIRES_GRAD
 from .tape import Tape, resolve
 from .tensor import Tensor, _tape_for
+from . import functions as F
 from .functions import _quietly
 
 F64 = np.dtype(np.float64)
@@ -52,10 +56,11 @@ ARITHMETIC = (NEG, ABS)
 # Python's arithmetic on floats; ** c only for c = 2, which NumPy computes as x * x
 WITH_CONST = {op: OPS[op].eager for op in (ADD_C, MUL_C, DIV_C, RSUB_C, RDIV_C)}
 WITH_CONST[POW_C] = lambda v, c: v * v if c == 2 else None
-BINARY = (ADD, SUB, MUL, DIV)  # Python's float arithmetic (in binary())
-NAME_OF = {op: NAME_ID[OPS[op].name] for op in list(UNARY) + list(BINARY)}
+NAME_OF = {op: NAME_ID[OPS[op].name] for op in UNARY}
+_ADD_NAME, _SUB_NAME, _MUL_NAME, _DIV_NAME = (NAME_ID[OPS[op].name] for op in (ADD, SUB, MUL, DIV))
 
 _CHOSEN = {}  # opcode -> (the function the lane uses or None, NumPy's), as _choose decides
+_FORWARD = {}  # opcode -> the function the lane computes it with (_choose's choice)
 
 
 def _choose(opcode):
@@ -79,7 +84,8 @@ def _choose(opcode):
             except (ValueError, OverflowError):
                 pass
     _CHOSEN[opcode] = fast, exact
-    return fast, exact
+    _FORWARD[opcode] = fast or exact
+    return fast or exact
 
 
 def _recording():
@@ -90,12 +96,7 @@ def _recording():
 def _value(x):
     """``x``'s value as a Python float if it is a 0-d float64 tensor, else None."""
     v = x._scalar
-    if v is not None:
-        return v
-    d = x._data
-    if d.ndim == 0 and d.dtype is F64:
-        return d.item()
-    return None
+    return v if v is not None else _array_value(x)
 
 
 def materialize(t):
@@ -104,7 +105,7 @@ def materialize(t):
     if v is None:
         raise AttributeError("'Tensor' object has no attribute '_data'")
     d = np.array(v)
-    t._data = d
+    t._array = d
     t._scalar = None  # from now on the array is the value (in-place ops write into it)
     return d
 
@@ -113,29 +114,26 @@ def materialize(t):
 
 def unary(opcode, x):
     """``opcode`` applied to the tensor ``x`` through the lane, or None."""
-    v = _value(x)
-    if v is None or not _recording():
+    v = x._scalar
+    if v is None and (v := _array_value(x)) is None or not _grad_state.enabled or _anomaly[0]:
         return None
-    fast, exact = _CHOSEN.get(opcode) or _choose(opcode)
-    if fast is None:
-        v = exact(v)
-    else:
-        try:
-            v = fast(v)
-        except (ValueError, OverflowError):
-            v = exact(v)
+    f = _FORWARD.get(opcode) or _choose(opcode)
+    try:
+        v = f(v)
+    except (ValueError, OverflowError):  # the C library's domain and range errors
+        v = _CHOSEN[opcode][1](v)
     return _result1(opcode, NAME_OF[opcode], x, v, ())
 
 
 def _result1(opcode, name_id, x, v, consts):
     """``_result`` for one operand, with its two common cases first."""
     if x._pending is None:
-        tape = x._tape
+        tape = x._tape_
         if tape is None:
             if x._requires_grad:  # an untaped leaf: the result waits for a tape
                 return _waiting(opcode, name_id, (x,), consts, 1, v)
         elif tape.forward_to is None and tape.dtype is F64:
-            return _taped(tape, opcode, name_id, (x._node,), v, consts, x._requires_grad)
+            return _taped(tape, opcode, name_id, (x._node_,), v, consts, x._requires_grad)
     return _result(opcode, name_id, (x,), v, consts)
 
 
@@ -158,31 +156,78 @@ def with_const(opcode, name_id, x, c):
     return _result1(opcode, name_id, x, y, (float(c),))
 
 
-def binary(opcode, a, b):
-    """``opcode`` on the tensors ``a`` and ``b`` through the lane, or None."""
-    va = _value(a)
-    if va is None:
-        return None
-    vb = _value(b)
-    if vb is None or not _recording():
-        return None
-    if opcode == ADD:
-        v = va + vb
-    elif opcode == MUL:
-        v = va * vb
-    elif opcode == SUB:
-        v = va - vb
-    elif vb == 0.0:  # DIV: NumPy's inf or nan, the general way
-        return None
-    else:
-        v = va / vb
-    name_id = NAME_OF[opcode]
+def _array_value(x):
+    """The value of ``x``, a tensor holding an ndarray (a leaf, mostly), as a Python float if
+    it is 0-d float64, else None."""
+    d = x._array
+    if d.ndim == 0 and d.dtype is F64:
+        return d.item()
+    return None
+
+
+# Tensor.__add__, __sub__, __mul__, __truediv__ (and ng.add, ... between two tensors): the
+# operands' floats and the value here, in the operator's own frame (scalar code runs these
+# ops in about a microsecond, of which each Python call is 0.05), the tape in _binary
+def add(a, b):
+    """``a + b``: through the lane where it applies, else functions.add."""
+    if type(b) is not Tensor:
+        return F.add(a, b)
+    va = a._scalar
+    vb = b._scalar
+    if (va is not None or (va := _array_value(a)) is not None) and \
+            (vb is not None or (vb := _array_value(b)) is not None):
+        return _binary(ADD, _ADD_NAME, a, b, va + vb)
+    return F._binary_tensors(ADD, a, b)
+
+
+def sub(a, b):
+    """``a - b``: through the lane where it applies, else functions.sub."""
+    if type(b) is not Tensor:
+        return F.sub(a, b)
+    va = a._scalar
+    vb = b._scalar
+    if (va is not None or (va := _array_value(a)) is not None) and \
+            (vb is not None or (vb := _array_value(b)) is not None):
+        return _binary(SUB, _SUB_NAME, a, b, va - vb)
+    return F._binary_tensors(SUB, a, b)
+
+
+def mul(a, b):
+    """``a * b``: through the lane where it applies, else functions.mul."""
+    if type(b) is not Tensor:
+        return F.mul(a, b)
+    va = a._scalar
+    vb = b._scalar
+    if (va is not None or (va := _array_value(a)) is not None) and \
+            (vb is not None or (vb := _array_value(b)) is not None):
+        return _binary(MUL, _MUL_NAME, a, b, va * vb)
+    return F._binary_tensors(MUL, a, b)
+
+
+def div(a, b):
+    """``a / b``: through the lane where it applies, else functions.div (a division by zero
+    too: NumPy's inf or nan)."""
+    if type(b) is not Tensor:
+        return F.div(a, b)
+    va = a._scalar
+    vb = b._scalar
+    if (va is not None or (va := _array_value(a)) is not None) and \
+            (vb is not None or (vb := _array_value(b)) is not None) and vb != 0.0:
+        return _binary(DIV, _DIV_NAME, a, b, va / vb)
+    return F._binary_tensors(DIV, a, b)
+
+
+def _binary(opcode, name_id, a, b, v):
+    """The tensor holding ``v``, the value of ``opcode`` on the 0-d float64 tensors ``a`` and
+    ``b``, recorded or waiting; the general path's result where the lane does not record."""
+    if not _grad_state.enabled or _anomaly[0]:
+        return F._binary_tensors(opcode, a, b)
     # the common cases first, without _result's loop: operands on one tape (or untaped
     # leaves), or a waiting tree meeting a tape
     pa = a._pending
     pb = b._pending
-    ta = None if pa is not None else a._tape
-    tb = None if pb is not None else b._tape
+    ta = None if pa is not None else a._tape_
+    tb = None if pb is not None else b._tape_
     tape = tb if ta is None else ta
     if tape is not None and (tb is tape or tb is None) and tape.forward_to is None \
             and tape.dtype is F64:
@@ -193,7 +238,7 @@ def binary(opcode, a, b):
             _record_tree(b, tape)
             tb = tape
         return _taped(tape, opcode, name_id, (
-            a._node if ta is tape else tape.leaf(a), b._node if tb is tape else tape.leaf(b)),
+            a._node_ if ta is tape else tape.leaf(a), b._node_ if tb is tape else tape.leaf(b)),
             v, (), a._requires_grad or b._requires_grad)
     elif tape is None and ta is None and tb is None:  # untaped leaves or waiting: wait
         size = 1 + (0 if pa is None else pa[4]) + (0 if pb is None else pb[4])
@@ -205,23 +250,31 @@ def binary(opcode, a, b):
 def _waiting(opcode, name_id, operands, consts, size, v):
     """A lane tensor holding ``v`` whose op waits for a tape (see the module's doc)."""
     out = _new(Tensor)
+    out._array = None
     out._scalar = v
     out._pending = (opcode, name_id, operands, consts, size)
+    out._tape_ = None
+    out._node_ = -1
     out._requires_grad = True
-    # _version, _grad and _retains_grad are left to Tensor.__getattr__ (rarely read)
+    out._grad = None
+    out._version = [0]
+    out._retains_grad = False
     return out
 
 
 def _taped(tape, opcode, name_id, nodes, v, consts, grad):
     """A lane tensor holding ``v``, recorded onto ``tape`` as an op on ``nodes``."""
     out = _new(Tensor)
+    out._array = None
     out._scalar = v
     out._pending = None
-    out._tape = tape
-    out._node = tape.record_scalar(opcode, name_id, nodes, v, consts,
-                                   REQUIRES_GRAD if grad else 0)
+    out._tape_ = tape
+    out._node_ = tape.record_scalar(opcode, name_id, nodes, v, consts,
+                                    REQUIRES_GRAD if grad else 0)
     out._requires_grad = grad
-    # _version, _grad and _retains_grad are left to Tensor.__getattr__ (rarely read)
+    out._grad = None
+    out._version = [0]
+    out._retains_grad = False
     return out
 
 
@@ -241,7 +294,7 @@ def _result(opcode, name_id, operands, v, consts):
             waiting += p[4]
             pending = [x] if pending is None else pending + [x]
         else:
-            t = x._tape
+            t = x._tape_
             if t is not None:
                 if t.forward_to is not None or (tape is not None and t is not tape):
                     general = True
@@ -258,20 +311,20 @@ def _result(opcode, name_id, operands, v, consts):
         for x in pending:
             _record_tree(x, tape)
     return _taped(tape, opcode, name_id,
-                  tuple([x._node if x._tape is tape else tape.leaf(x) for x in operands]),
+                  tuple([x._node_ if x._tape_ is tape else tape.leaf(x) for x in operands]),
                   v, consts, grad)
 
 
 def _onto(operands):
     """The one float64 tape an op on ``operands`` goes on (their tapes merged, or a new one),
     with their waiting trees recorded there."""
-    tape = _tape_for([x for x in operands if x._pending is None and x._tape is not None], F64)
+    tape = _tape_for([x for x in operands if x._pending is None and x._tape_ is not None], F64)
     for x in operands:
         if x._pending is not None:
             _record_tree(x, tape)
     for x in operands:  # a merge may have forwarded the tape an operand was resolved to
-        if x._tape is not None:
-            x._tape, x._node = resolve(x._tape, x._node)
+        if x._tape_ is not None:
+            x._tape_, x._node_ = resolve(x._tape_, x._node_)
     return tape
 
 
@@ -297,18 +350,18 @@ def _record_tree(x, tape):
     for o in operands:
         if o._pending is not None:
             _record_tree(o, tape)
-            nodes.append(o._node)
-        elif o._tape is None:
+            nodes.append(o._node_)
+        elif o._tape_ is None:
             nodes.append(tape.leaf(o))
         else:
-            t, k = resolve(o._tape, o._node)
+            t, k = resolve(o._tape_, o._node_)
             if t is not tape:
                 tape.absorb(t)
                 t, k = resolve(t, k)
-            o._tape, o._node = t, k
+            o._tape_, o._node_ = t, k
             nodes.append(k)
     v = x._scalar
-    x._node = tape.record_scalar(opcode, name_id, tuple(nodes),
-                                 x._data.item() if v is None else v, consts, REQUIRES_GRAD)
-    x._tape = tape
+    x._node_ = tape.record_scalar(opcode, name_id, tuple(nodes),
+                                 x._array.item() if v is None else v, consts, REQUIRES_GRAD)
+    x._tape_ = tape
     x._pending = None

@@ -69,10 +69,6 @@ def _check_grad_dtype(dtype):
         raise RuntimeError("only Tensors of floating point dtype can require gradients")
 
 
-# the slots a lane tensor (lane.py) leaves unset until read: most are never read
-_LANE_DEFAULTS = {"_version": lambda: [0], "_grad": lambda: None, "_retains_grad": lambda: False}
-
-
 class Tensor:
     """An n-dimensional array that records the ops applied to it for differentiation.
 
@@ -85,10 +81,12 @@ class Tensor:
     """
 
     # A 0-d float64 result of the scalar lane (lane.py) holds its value as the Python float
-    # ``_scalar`` and leaves ``_data`` unset until read; one whose operands were all untaped
-    # leaves waits in ``_pending`` with ``_tape`` and ``_node`` unset until it meets a tape.
-    # __getattr__ (called only for an unset slot) fills them in.
-    __slots__ = ("_data", "_tape", "_node", "_requires_grad", "_grad", "_version",
+    # ``_scalar`` with ``_array`` None until ``_data`` is read; one whose operands were all
+    # untaped leaves waits in ``_pending`` until it meets a tape or ``_tape`` or ``_node`` is
+    # read.  Those three are properties over the slots ``_array``, ``_tape_`` and ``_node_``
+    # (the lane reads the slots).  Not a __getattr__ for unset slots: a class with one has
+    # every attribute read take CPython's slow path (29 against 10 ns a slot, 48 a property).
+    __slots__ = ("_array", "_tape_", "_node_", "_requires_grad", "_grad", "_version",
                  "_retains_grad", "_scalar", "_pending", "__weakref__")
     # NumPy calls on tensors (np.exp(t), ndarray * t, np.sum(t)) record like the ng functions
     # (interop.py); np.asarray(t) goes through __array__ and detaches
@@ -99,9 +97,9 @@ class Tensor:
         return interop.array_function(func, types, args, kwargs)
 
     def __init__(self, data, tape=None, node=-1, requires_grad=False, version=None):
-        self._data = data
-        self._tape = tape
-        self._node = node
+        self._array = data
+        self._tape_ = tape
+        self._node_ = node
         self._requires_grad = requires_grad
         self._grad = None
         self._version = [0] if version is None else version
@@ -109,18 +107,38 @@ class Tensor:
         self._scalar = None
         self._pending = None
 
-    def __getattr__(self, name):
-        # only called for an unset slot: a lane tensor's, filled in at the first read
-        if name == "_data":
-            return lane.materialize(self)
-        if (name == "_tape" or name == "_node") and self._pending is not None:
+    @property
+    def _data(self):
+        """The value as an ndarray (a lane tensor's is made at the first read)."""
+        d = self._array
+        return d if d is not None else lane.materialize(self)
+
+    @_data.setter
+    def _data(self, d):
+        self._array = d
+        self._scalar = None  # a lane tensor's float is not its value any more
+
+    @property
+    def _tape(self):
+        """The tape this tensor's node is on (a waiting lane tensor is recorded first)."""
+        if self._pending is not None:
             lane.attach(self)
-            return getattr(self, name)
-        if name in _LANE_DEFAULTS:
-            value = _LANE_DEFAULTS[name]()
-            setattr(self, name, value)
-            return value
-        raise AttributeError(f"'Tensor' object has no attribute '{name}'")
+        return self._tape_
+
+    @_tape.setter
+    def _tape(self, tape):
+        self._tape_ = tape
+
+    @property
+    def _node(self):
+        """This tensor's node on ``_tape``."""
+        if self._pending is not None:
+            lane.attach(self)
+        return self._node_
+
+    @_node.setter
+    def _node(self, node):
+        self._node_ = node
 
     # ------------------------------------------------------------ attributes
     @property
@@ -709,7 +727,8 @@ def eye(n, m=None, dtype=None, requires_grad=False):
 from . import functions as F  # noqa: E402  (functions builds on Tensor)
 from . import lane  # noqa: E402  (the scalar lane, built on Tensor and the tape)
 
-# the commonest operators are the functions themselves, without a frame of their own: scalar
-# code (lane.py) runs an op in about a microsecond, of which a call is 0.05
-Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.__truediv__ = F.add, F.sub, F.mul, F.div
+# the commonest operators are the lane's functions themselves, without a frame of their own:
+# scalar code (lane.py) runs an op in about a microsecond, of which a call is 0.05
+Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.__truediv__ = \
+    lane.add, lane.sub, lane.mul, lane.div
 from . import interop  # noqa: E402  (NumPy's protocols, built on functions)
