@@ -45,6 +45,13 @@ _INT_COLUMNS = {  # column: array.array typecode, NumPy dtype
 }
 _POINTERS = ("arg_ptr", "shape_ptr", "const_ptr", "iparam_ptr")
 
+# A queued node is ROW consecutive items of Tape._rows: opcode, name id, flags, operands (a
+# tuple of nodes), shape, size, constants, integer parameters, value chunk, value offset
+ROW = 10
+OPERANDS, SHAPE, SIZE, CONSTS, IPARAMS, CHUNK, OFF = 3, 4, 5, 6, 7, 8, 9
+_FIXED_FIELDS = {"opcodes": 0, "name_ids": 1, "flags": 2, "sizes": SIZE, "val_chunk": CHUNK,
+                 "val_off": OFF}
+
 _EMPTY_COLUMNS = {name: array(code, [0] if name in _POINTERS else [])
                   for name, (code, _) in _INT_COLUMNS.items()}
 
@@ -96,9 +103,12 @@ class Tape:
 
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
-        # The columns are built lazily: append() queues a node as one tuple in _rows (one
-        # list append instead of fourteen column appends) and reading any column flushes the
-        # queue into them in bulk.  Eager scalar code records a node every few microseconds.
+        # The columns are built lazily: append() queues a node as ROW fields at the end of
+        # _rows (one list extend instead of fourteen column appends) and reading any column
+        # flushes the queue into them in bulk.  Eager scalar code records a node every
+        # microsecond or two.  Flat, not a tuple per node: a tuple holding a tuple (the
+        # operands) outlives the collector's first pass over it, and scalar code's rows made
+        # a tenth of its recording time garbage collection.
         self._rows = []
         self._len = 0
         self.chunks = []           # value storage, arrays of self.dtype
@@ -126,20 +136,15 @@ class Tape:
             self._columns = cols
         rows, self._rows = self._rows, []
         bulky, self._bulky = self._bulky, False
-        self._n_columns += len(rows)
+        self._n_columns += len(rows) // ROW
         if not rows:
             return cols
-        (opcodes, name_ids, flags, operands, shapes, sizes, consts, iparams, val_chunk,
-         val_off) = zip(*rows)
-        cols["opcodes"].fromlist(list(opcodes))
-        cols["name_ids"].fromlist(list(name_ids))
-        cols["flags"].fromlist(list(flags))
-        cols["sizes"].fromlist(list(sizes))
-        cols["val_chunk"].fromlist(list(val_chunk))
-        cols["val_off"].fromlist(list(val_off))
-        for name, ptr, ragged in (("args", "arg_ptr", operands), ("shapes", "shape_ptr", shapes),
-                                  ("consts", "const_ptr", consts),
-                                  ("iparams", "iparam_ptr", iparams)):
+        for name, field in _FIXED_FIELDS.items():
+            cols[name].fromlist(rows[field::ROW])
+        for name, ptr, ragged in (("args", "arg_ptr", rows[OPERANDS::ROW]),
+                                  ("shapes", "shape_ptr", rows[SHAPE::ROW]),
+                                  ("consts", "const_ptr", rows[CONSTS::ROW]),
+                                  ("iparams", "iparam_ptr", rows[IPARAMS::ROW])):
             col = cols[name]
             base = len(col)
             if bulky:  # some operands are ndarrays (gather indices and the like): in bulk
@@ -155,10 +160,10 @@ class Tape:
 
     def _row(self, k):
         """Node k's (chunk, offset, size), queued or not, without flushing."""
-        j = k - self._n_columns
+        j = (k - self._n_columns) * ROW
         if j >= 0:
-            r = self._rows[j]
-            return r[8], r[9], r[5]
+            r = self._rows
+            return r[j + CHUNK], r[j + OFF], r[j + SIZE]
         c = self._columns
         if c is None:
             c = self._base
@@ -220,7 +225,7 @@ class Tape:
         if type(consts) is np.ndarray:
             consts = consts.copy()
             self._bulky = True
-        self._rows.append((opcode, name_id, flags, operands, shape, size, consts, iparams,
+        self._rows.extend((opcode, name_id, flags, operands, shape, size, consts, iparams,
                            loc[0], loc[1]))
         k = self._len
         self._len = k + 1
@@ -248,7 +253,7 @@ class Tape:
         if type(iparams) is np.ndarray or type(consts) is np.ndarray:
             return self.append(opcode, name_id, operands, value.shape, (chunk, off), flags,
                                consts, iparams)
-        self._rows.append((opcode, name_id, flags, operands, value.shape, n, consts, iparams,
+        self._rows.extend((opcode, name_id, flags, operands, value.shape, n, consts, iparams,
                            chunk, off))  # append(), inlined
         k = self._len
         self._len = k + 1
@@ -265,7 +270,7 @@ class Tape:
             chunk = self._small_id
         else:
             chunk, off = self.store(np.array(v))
-        self._rows.append((opcode, name_id, flags, operands, (), 1, consts, (), chunk, off))
+        self._rows.extend((opcode, name_id, flags, operands, (), 1, consts, (), chunk, off))
         k = self._len
         self._len = k + 1
         return k
@@ -310,7 +315,7 @@ class Tape:
         if self._columns is None and self._n_columns == 0:
             rows, bulky = self._rows, self._bulky
             self._rows, self._bulky = [], False
-            self._n_columns = len(rows)
+            self._n_columns = len(rows) // ROW
             self._arrays = self._base = _arrays_of_rows(rows, bulky)
             return self._arrays
         cols = self._flush()
@@ -399,14 +404,16 @@ class Tape:
         self._bulky = self._bulky or other._bulky
         out = self._rows
         k_new = self._len
-        for k, r in enumerate(other._rows):
+        rows = other._rows
+        for k in range(len(rows) // ROW):
             if k in duplicates:
                 continue
             remap[k] = k_new
             k_new += 1
-            chunk, base = where[r[8]]
-            out.append((r[0], r[1], r[2], [remap[a] for a in r[3]], r[4], r[5], r[6], r[7],
-                        chunk, base + r[9]))
+            r = rows[k * ROW:(k + 1) * ROW]
+            chunk, base = where[r[CHUNK]]
+            out.extend((r[0], r[1], r[2], tuple([remap[a] for a in r[OPERANDS]]), r[4], r[5],
+                        r[6], r[7], chunk, base + r[OFF]))
         self._len = k_new
 
     def _append_columns(self, other, remap, chunk_shift):
@@ -449,13 +456,12 @@ _NO_FLAGS = np.zeros(0, dtype=np.int8)
 
 def _arrays_from_rows(rows, bulky):
     """TapeArrays of queued rows (see ``Tape.append``), without going through the columns."""
-    (opcodes, name_ids, flags, operands, shapes, sizes, consts, iparams, val_chunk,
-     val_off) = zip(*rows) if rows else ((),) * 10
-    fixed = {"opcodes": opcodes, "name_ids": name_ids, "flags": flags, "sizes": sizes,
-             "val_chunk": val_chunk, "val_off": val_off}
-    out = {name: np.array(v, dtype=_INT_COLUMNS[name][1]) for name, v in fixed.items()}
-    for name, ptr, ragged in (("args", "arg_ptr", operands), ("shapes", "shape_ptr", shapes),
-                              ("consts", "const_ptr", consts), ("iparams", "iparam_ptr", iparams)):
+    out = {name: np.array(rows[field::ROW], dtype=_INT_COLUMNS[name][1])
+           for name, field in _FIXED_FIELDS.items()}
+    for name, ptr, ragged in (("args", "arg_ptr", rows[OPERANDS::ROW]),
+                              ("shapes", "shape_ptr", rows[SHAPE::ROW]),
+                              ("consts", "const_ptr", rows[CONSTS::ROW]),
+                              ("iparams", "iparam_ptr", rows[IPARAMS::ROW])):
         dt = _INT_COLUMNS[name][1]
         if bulky:  # some are ndarrays (gather indices and the like)
             out[name] = np.concatenate([np.asarray(r, dtype=dt).reshape(-1) for r in ragged]) \
@@ -487,7 +493,7 @@ def _arrays_of_rows(rows, bulky):
         a = last[2]
         return TapeArrays(a[0], a[1], last[1].copy(), *a[3:])  # _replace costs 1 us more
     arrays = _arrays_from_rows(rows, bulky)
-    if not bulky and len(rows) <= REUSE_MAX:  # an ndarray in a row cannot be compared with ==
+    if not bulky and len(rows) <= REUSE_MAX * ROW:  # an ndarray in a row cannot be compared with ==
         _last_read = [rows, arrays.flags.copy(), arrays, None]
     return arrays
 
@@ -497,9 +503,9 @@ def _signed_zero_differs(last, rows):
     (== cannot tell).  The rows holding a zero constant are listed at the first hit."""
     old = last[0]
     if last[3] is None:  # rows equal to old have their zero constants in the same places
-        last[3] = [i for i, r in enumerate(old) if r[6] and 0.0 in r[6]]
+        last[3] = [i for i in range(CONSTS, len(old), ROW) if old[i] and 0.0 in old[i]]
     for i in last[3]:
-        for c, d in zip(old[i][6], rows[i][6]):
+        for c, d in zip(old[i], rows[i]):
             if c == 0.0 and copysign(1.0, c) != copysign(1.0, d):
                 return True
     return False

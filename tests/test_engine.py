@@ -247,7 +247,7 @@ def test_a_graph_recorded_again_reuses_the_last_tapes_columns_but_not_its_flags(
     y = ng.tensor([1.0, 2.0, 3.0], requires_grad=True)
     y[[0, 2]].sum().backward()
     assert tape_mod._last_read[0] is not None and all(
-        type(p) is not np.ndarray for r in tape_mod._last_read[0] for p in r)
+        type(p) is not np.ndarray for p in tape_mod._last_read[0])  # the rows' fields, flat
 
 
 _FIRST_CALLS = """
