@@ -153,9 +153,11 @@ class Tape:
                         col.frombytes(r.astype(_INT_COLUMNS[name][1]).tobytes())
                     else:
                         col.fromlist(list(r))
+                cols[ptr].fromlist(list(accumulate(map(len, ragged), initial=base))[1:])
             else:
-                col.fromlist(list(chain.from_iterable(ragged)))
-            cols[ptr].fromlist(list(accumulate(map(len, ragged), initial=base))[1:])
+                values, ends = _ragged(ragged, _INT_COLUMNS[name][1])
+                col.frombytes(values.tobytes())
+                cols[ptr].frombytes((ends[1:] + base).tobytes())
         return cols
 
     def _row(self, k):
@@ -466,10 +468,23 @@ def _arrays_from_rows(rows, bulky):
         if bulky:  # some are ndarrays (gather indices and the like)
             out[name] = np.concatenate([np.asarray(r, dtype=dt).reshape(-1) for r in ragged]) \
                 if ragged else np.zeros(0, dtype=dt)
+            out[ptr] = np.array(list(accumulate(map(len, ragged), initial=0)), dtype=np.int64)
         else:
-            out[name] = np.array(list(chain.from_iterable(ragged)), dtype=dt)
-        out[ptr] = np.array(list(accumulate(map(len, ragged), initial=0)), dtype=np.int64)
+            out[name], out[ptr] = _ragged(ragged, dt)
     return TapeArrays(**out)
+
+
+def _ragged(ragged, dtype):
+    """The tuples ``ragged`` end to end as a ``dtype`` array, and where each ends (from a 0).
+
+    Scalar code's shapes and integer parameters are all empty: list.count finds that at half a
+    nanosecond a row, where walking them cost 45 (a tenth of turning a row into columns)."""
+    n = len(ragged)
+    ends = np.zeros(n + 1, dtype=np.int64)
+    if ragged.count(()) == n:
+        return np.zeros(0, dtype=dtype), ends
+    np.cumsum(np.fromiter(map(len, ragged), dtype=np.int64, count=n), out=ends[1:])
+    return np.array(list(chain.from_iterable(ragged)), dtype=dtype), ends
 
 
 # The last tape read from its queued rows: [rows, its flags as recorded, its arrays, the rows
