@@ -221,8 +221,11 @@ class Tape:
         size = 1
         for s in shape:
             size *= s
-        if type(iparams) is np.ndarray:  # may be a view of the caller's array: keep it as is now
-            iparams = iparams.copy()
+        if type(iparams) is np.ndarray:
+            # kept as it is now: an array nobody can change (read-only, owning its memory) as
+            # it is, anything else (a view of the caller's array) copied
+            if iparams.flags.writeable or iparams.base is not None:
+                iparams = iparams.copy()
             self._bulky = True
         if type(consts) is np.ndarray:
             consts = consts.copy()

@@ -1,12 +1,13 @@
 """The engine itself: backward really is the Numba sweep over the tape's flat arrays."""
 import inspect
+import math
 
 import numpy as np
 import pytest
 
 import numbagrad as ng
-from numbagrad import autograd, ops, sweeps
-from numbagrad.tape import TapeArrays
+from numbagrad import autograd, functions, ops, sweeps
+from numbagrad.tape import IPARAMS, ROW, Tape, TapeArrays
 
 
 def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
@@ -230,6 +231,59 @@ def test_recorded_index_arrays_are_copied():
     idx[:] = 1
     y.backward()
     np.testing.assert_array_equal(x.grad.numpy(), [11.0, 0.0, 100.0])
+
+
+def test_basic_indexing_records_the_positions_numpy_selects():
+    # ints, slices (any step, negative, out of range), None and an Ellipsis: the gather
+    # positions come from strides (functions._basic_positions), not from an arange of every
+    # element; they must be NumPy's selection of x.flat, for every shape, empty ones too
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(3000):
+        shape = tuple(int(n) for n in rng.integers(0 if rng.random() < 0.05 else 1, 6,
+                                                   rng.integers(1, 4)))
+        key = []
+        for n in shape:
+            r = rng.random()
+            if r < 0.3 and n:
+                key.append(int(rng.integers(-n, n)))
+            elif r < 0.9:
+                pick = lambda: None if rng.random() < 0.3 else int(rng.integers(-n - 2, n + 3))
+                key.append(slice(pick(), pick(), [None, 1, 2, 3, -1, -2][rng.integers(6)]))
+            else:
+                key.append(None)
+        if rng.random() < 0.2:
+            key.insert(int(rng.integers(len(key) + 1)), Ellipsis)
+        key = tuple(key)
+        try:  # a None shifts the keys after it: some land on too short an axis
+            want = np.arange(math.prod(shape)).reshape(shape)[key].reshape(-1)
+        except IndexError:
+            with pytest.raises(IndexError):
+                functions._basic_positions(shape, key)
+            continue
+        got = functions._basic_positions(shape, key)
+        assert got.dtype == np.int64 and got.base is None and np.array_equal(got, want), key
+        checked += 1
+    assert checked > 2000
+    x = ng.tensor(np.arange(12.0).reshape(3, 4), requires_grad=True)
+    ((x[1:, ::-2] * 2).sum() + x[..., 0].sum() + x[2].sum() + x[None, 1, 1:3].sum()
+     + x[True].sum() + x[-1, -1]).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[2, 1, 1, 1], [2, 4, 2, 3], [3, 4, 2, 5]])
+
+
+def test_the_tape_keeps_an_unchangeable_index_array_as_it_is():
+    # read-only and owning its memory: nobody can change it, so no copy; anything else is
+    # copied (a view of the caller's array, or a writable one)
+    tape = Tape(np.float64)
+    frozen = np.arange(4)
+    frozen.flags.writeable = False
+    view = np.arange(8)[::2]
+    writable = np.arange(4)
+    for idx in (frozen, view, writable):
+        tape.append(ops.GATHER, 0, (0,), (4,), (0, 0), 0, iparams=idx)
+    kept = tape._rows[IPARAMS::ROW]
+    assert kept[0] is frozen and kept[1] is not view and kept[2] is not writable
+    assert [list(k) for k in kept] == [[0, 1, 2, 3], [0, 2, 4, 6], [0, 1, 2, 3]]
 
 
 def test_eager_ops_leave_numpy_error_state_alone():
