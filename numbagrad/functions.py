@@ -12,7 +12,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import grad_mode
+from . import bulk, grad_mode
+from .sweeps import PAR_MIN
 from .ops import (
     OPS, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
@@ -247,7 +248,10 @@ def _binary_tensors(opcode, a, b, name=None):
         av = av if av.dtype == dt else av.astype(dt)
         bv = bv if bv.dtype == dt else bv.astype(dt)
     op = OPS[opcode]
-    return record(opcode, name or op.name, (a, b), _quietly(op.eager, av, bv))
+    value = bulk.binary(opcode, av, bv) if av.size >= PAR_MIN else None
+    if value is None:
+        value = _quietly(op.eager, av, bv)
+    return record(opcode, name or op.name, (a, b), value)
 
 
 def _with_scalar(opcode, x, c, name, eager):
@@ -257,7 +261,9 @@ def _with_scalar(opcode, x, c, name, eager):
     if out is not None:
         return out
     d = x._data
-    value = _quietly(eager, d, c)
+    value = bulk.with_number(opcode, d, c) if d.size >= PAR_MIN else None
+    if value is None:
+        value = _quietly(eager, d, c)
     if d.dtype.kind != "f" and value.dtype.kind == "f":
         value = value.astype(get_default_dtype())
     return record(opcode, name, (x,), value, consts=(float(c),))
