@@ -674,8 +674,10 @@ def _positions(x):
 
 def _basic_positions(shape, key):
     """``_positions`` of a tensor of ``shape`` indexed by ``key`` (ints, slices, None, an
-    Ellipsis: basic indexing), flat, without the arange of every position: a slice of a
-    10^6-element vector made a 10^6 arange and a copy of its slice (0.7 ms) to record.
+    Ellipsis: basic indexing), flat, without the arange of every position: ``X[i]`` of a
+    1000 x 1000 tensor made an arange of 10^6 positions to keep 1,000 (``index`` uses this
+    where the selection is under an eighth of the tensor: it costs 7 us against 0.7 for the
+    arange of 100 positions).
 
     Basic indexing is affine in the flat position.  NumPy indexes a read-only int64 array of
     ``shape`` and C strides laid over one element (no element is read: with an Ellipsis in the
@@ -790,8 +792,11 @@ def index(x, key):
     if not _recorded(x):
         return Tensor(value.copy() if np.shares_memory(value, x._data) else value,
                       version=x._version)
-    if name != "IndexBackward0" and not any(type(k) in (bool, np.bool_) for k in key):
+    if name != "IndexBackward0" and value.size * 8 < x._data.size and \
+            not any(type(k) in (bool, np.bool_) for k in key):
         return _gather(x, value, _basic_positions(x.shape, key), name)
+    if x.ndim == 1 and len(key) == 1 and type(key[0]) is slice:  # x[a:b:c]
+        return _gather(x, value, np.arange(*key[0].indices(x.shape[0]), dtype=np.int64), name)
     return _gather(x, value, _positions(x)[key], name)
 
 

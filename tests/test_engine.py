@@ -269,6 +269,14 @@ def test_basic_indexing_records_the_positions_numpy_selects():
     ((x[1:, ::-2] * 2).sum() + x[..., 0].sum() + x[2].sum() + x[None, 1, 1:3].sum()
      + x[True].sum() + x[-1, -1]).backward()
     np.testing.assert_array_equal(x.grad.numpy(), [[2, 1, 1, 1], [2, 4, 2, 3], [3, 4, 2, 5]])
+    # through x[key] where the selection is small against the tensor (the path that uses them)
+    big = ng.tensor(np.zeros((64, 64)), requires_grad=True)
+    (big[3, ::7].sum() + 2 * big[..., -1, None][10:12].sum() + big[None, 5:7, 60:].sum()).backward()
+    want = np.zeros((64, 64))
+    want[3, ::7] += 1
+    want[10:12, -1] += 2
+    want[5:7, 60:] += 1
+    np.testing.assert_array_equal(big.grad.numpy(), want)
 
 
 def test_the_tape_keeps_an_unchangeable_index_array_as_it_is():
