@@ -792,11 +792,11 @@ def index(x, key):
     if not _recorded(x):
         return Tensor(value.copy() if np.shares_memory(value, x._data) else value,
                       version=x._version)
+    if x.ndim == 1 and len(key) == 1 and type(key[0]) is slice:  # x[a:b:c]
+        return _gather(x, value, np.arange(*key[0].indices(x.shape[0]), dtype=np.int64), name)
     if name != "IndexBackward0" and value.size * 8 < x._data.size and \
             not any(type(k) in (bool, np.bool_) for k in key):
         return _gather(x, value, _basic_positions(x.shape, key), name)
-    if x.ndim == 1 and len(key) == 1 and type(key[0]) is slice:  # x[a:b:c]
-        return _gather(x, value, np.arange(*key[0].indices(x.shape[0]), dtype=np.int64), name)
     return _gather(x, value, _positions(x)[key], name)
 
 
