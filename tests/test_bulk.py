@@ -79,3 +79,28 @@ def test_gradients_through_large_arithmetic_are_unchanged():
     (2 * (x + 2) ** 2 - x * x / 3.0 + (1 - x) / 4).mean().backward()
     want = (4 * (a + 2) - 2 * a / 3.0 - 0.25) / N
     np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12, atol=1e-18)
+
+
+def test_threads_running_large_arithmetic_at_once_get_their_own_values():
+    # the parallel loops run on Numba's thread-safe layer (numbagrad/__init__.py): two Python
+    # threads launching them together must neither abort nor mix their outputs
+    import threading
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal(N) for _ in range(4)]
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                x = ng.tensor(inputs[i])
+                results[i] = ((x * x + 2.0) / 3.0 - x).numpy()
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, a in enumerate(inputs):
+        np.testing.assert_array_equal(results[i], (a * a + 2.0) / 3.0 - a)
