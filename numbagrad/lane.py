@@ -58,6 +58,7 @@ WITH_CONST = {op: OPS[op].eager for op in (ADD_C, MUL_C, DIV_C, RSUB_C, RDIV_C)}
 WITH_CONST[POW_C] = lambda v, c: v * v if c == 2 else None
 NAME_OF = {op: NAME_ID[OPS[op].name] for op in UNARY}
 _ADD_NAME, _SUB_NAME, _MUL_NAME, _DIV_NAME = (NAME_ID[OPS[op].name] for op in (ADD, SUB, MUL, DIV))
+_RSUB_NAME, _POW_NAME = NAME_ID[OPS[RSUB_C].name], NAME_ID[OPS[POW_C].name]
 
 _CHOSEN = {}  # opcode -> (the function the lane uses or None, NumPy's), as _choose decides
 _FORWARD = {}  # opcode -> the function the lane computes it with (_choose's choice)
@@ -171,6 +172,10 @@ def _array_value(x):
 def add(a, b):
     """``a + b``: through the lane where it applies, else functions.add."""
     if type(b) is not Tensor:
+        if (type(b) is float or type(b) is int) and a._scalar is not None:
+            out = with_const(ADD_C, _ADD_NAME, a, b)
+            if out is not None:
+                return out
         return F.add(a, b)
     va = a._scalar
     vb = b._scalar
@@ -183,6 +188,10 @@ def add(a, b):
 def sub(a, b):
     """``a - b``: through the lane where it applies, else functions.sub."""
     if type(b) is not Tensor:
+        if (type(b) is float or type(b) is int) and a._scalar is not None:
+            out = with_const(ADD_C, _SUB_NAME, a, -b)  # as functions.sub records it
+            if out is not None:
+                return out
         return F.sub(a, b)
     va = a._scalar
     vb = b._scalar
@@ -195,6 +204,10 @@ def sub(a, b):
 def mul(a, b):
     """``a * b``: through the lane where it applies, else functions.mul."""
     if type(b) is not Tensor:
+        if (type(b) is float or type(b) is int) and a._scalar is not None:
+            out = with_const(MUL_C, _MUL_NAME, a, b)
+            if out is not None:
+                return out
         return F.mul(a, b)
     va = a._scalar
     vb = b._scalar
@@ -208,6 +221,10 @@ def div(a, b):
     """``a / b``: through the lane where it applies, else functions.div (a division by zero
     too: NumPy's inf or nan)."""
     if type(b) is not Tensor:
+        if (type(b) is float or type(b) is int) and a._scalar is not None:
+            out = with_const(DIV_C, _DIV_NAME, a, b)
+            if out is not None:
+                return out
         return F.div(a, b)
     va = a._scalar
     vb = b._scalar
@@ -215,6 +232,53 @@ def div(a, b):
             (vb is not None or (vb := _array_value(b)) is not None) and vb != 0.0:
         return _binary(DIV, _DIV_NAME, a, b, va / vb)
     return F._binary_tensors(DIV, a, b)
+
+
+# the reflected operators and ** with a Python number on the left or right of a lane tensor:
+# with_const straight away, else the functions as before
+def radd(x, c):
+    """``c + x`` (Tensor.__radd__)."""
+    if (type(c) is float or type(c) is int) and x._scalar is not None:
+        out = with_const(ADD_C, _ADD_NAME, x, c)
+        if out is not None:
+            return out
+    return F.add(c, x)
+
+
+def rsub(x, c):
+    """``c - x`` (Tensor.__rsub__)."""
+    if (type(c) is float or type(c) is int) and x._scalar is not None:
+        out = with_const(RSUB_C, _RSUB_NAME, x, c)
+        if out is not None:
+            return out
+    return F.sub(c, x)
+
+
+def rmul(x, c):
+    """``c * x`` (Tensor.__rmul__)."""
+    if (type(c) is float or type(c) is int) and x._scalar is not None:
+        out = with_const(MUL_C, _MUL_NAME, x, c)
+        if out is not None:
+            return out
+    return F.mul(c, x)
+
+
+def rdiv(x, c):
+    """``c / x`` (Tensor.__rtruediv__)."""
+    if (type(c) is float or type(c) is int) and x._scalar is not None:
+        out = with_const(RDIV_C, _DIV_NAME, x, c)
+        if out is not None:
+            return out
+    return F.div(c, x)
+
+
+def pow(x, c):
+    """``x ** c`` (Tensor.__pow__)."""
+    if (type(c) is float or type(c) is int) and x._scalar is not None:
+        out = with_const(POW_C, _POW_NAME, x, c)
+        if out is not None:
+            return out
+    return F.pow(x, c)
 
 
 def _binary(opcode, name_id, a, b, v):

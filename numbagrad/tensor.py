@@ -368,11 +368,8 @@ class Tensor:
         return F.inplace(self, value, "copy")
 
     # ------------------------------------------------------------ operators
-    def __radd__(self, o): return F.add(o, self)
-    def __rsub__(self, o): return F.sub(o, self)
-    def __rmul__(self, o): return F.mul(o, self)
-    def __rtruediv__(self, o): return F.div(o, self)
-    def __pow__(self, o): return F.pow(self, o)
+    # __add__, __radd__, __sub__, __rsub__, __mul__, __rmul__, __truediv__, __rtruediv__ and
+    # __pow__ are the lane's functions (set below, after the imports)
     def __rpow__(self, o): return F.pow(o, self)
     def __matmul__(self, o): return F.matmul(self, o)
     def __rmatmul__(self, o): return F.matmul(o, self)
@@ -731,4 +728,6 @@ from . import lane  # noqa: E402  (the scalar lane, built on Tensor and the tape
 # scalar code (lane.py) runs an op in about a microsecond, of which a call is 0.05
 Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.__truediv__ = \
     lane.add, lane.sub, lane.mul, lane.div
+Tensor.__radd__, Tensor.__rsub__, Tensor.__rmul__, Tensor.__rtruediv__, Tensor.__pow__ = \
+    lane.radd, lane.rsub, lane.rmul, lane.rdiv, lane.pow
 from . import interop  # noqa: E402  (NumPy's protocols, built on functions)
