@@ -89,17 +89,6 @@ def _choose(opcode):
     return fast or exact
 
 
-def _recording():
-    """Whether ops are recorded here (grad mode) and outside ``ng.detect_anomaly()``."""
-    return _grad_state.enabled and not _anomaly[0]
-
-
-def _value(x):
-    """``x``'s value as a Python float if it is a 0-d float64 tensor, else None."""
-    v = x._scalar
-    return v if v is not None else _array_value(x)
-
-
 def materialize(t):
     """``t._data`` of a lane tensor: its value as a 0-d array, made at the first read."""
     v = t._scalar
@@ -140,8 +129,8 @@ def _result1(opcode, name_id, x, v, consts):
 
 def with_const(opcode, name_id, x, c):
     """``opcode`` on the tensor ``x`` and the Python number ``c``, or None."""
-    v = _value(x)
-    if v is None or not _recording():
+    v = x._scalar
+    if v is None and (v := _array_value(x)) is None or not _grad_state.enabled or _anomaly[0]:
         return None
     if type(c) is not float and not (type(c) is int and -_BIG_INT <= c <= _BIG_INT):
         return None
