@@ -18,8 +18,11 @@ meets a tape or PENDING_MAX nodes wait in one tree; ``attach`` then records the 
 that tape, operands first.  Reading a waiting tensor's ``_tape`` or ``_node`` (properties of
 Tensor) attaches it to a tape of its own.
 
-The lane reads a tensor's slots (``_array``, ``_tape_``, ``_node_``), not the properties
-over them: a property read costs 48 ns, a slot 10, and scalar code reads a dozen per op.
+Tensor's operators ``+ - * /`` (both ways round) and ``**`` are this module's ``add``,
+``radd``, ..., ``power``: a Python number or a tensor meets the lane in the operator's own
+frame, and anything else goes on to ``functions``.  The lane reads a tensor's slots
+(``_array``, ``_tape_``, ``_node_``), not the properties over them: a property read costs
+48 ns, a slot 10, and scalar code reads a dozen per op.
 """
 import math
 import operator
@@ -261,7 +264,7 @@ def rdiv(x, c):
     return F.div(c, x)
 
 
-def pow(x, c):
+def power(x, c):
     """``x ** c`` (Tensor.__pow__)."""
     if (type(c) is float or type(c) is int) and x._scalar is not None:
         out = with_const(POW_C, _POW_NAME, x, c)

@@ -729,5 +729,5 @@ from . import lane  # noqa: E402  (the scalar lane, built on Tensor and the tape
 Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.__truediv__ = \
     lane.add, lane.sub, lane.mul, lane.div
 Tensor.__radd__, Tensor.__rsub__, Tensor.__rmul__, Tensor.__rtruediv__, Tensor.__pow__ = \
-    lane.radd, lane.rsub, lane.rmul, lane.rdiv, lane.pow
+    lane.radd, lane.rsub, lane.rmul, lane.rdiv, lane.power
 from . import interop  # noqa: E402  (NumPy's protocols, built on functions)
