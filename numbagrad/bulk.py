@@ -46,7 +46,8 @@ def binary_into(op, a, b, out):
 
 @njit(**IEEE, cache=True, parallel=True)
 def with_number_into(op, x, c, out):
-    """``out = op(x; c)`` over flat arrays of one size (``POW_C``: ``x * x``)."""
+    """``out = op(x; c)`` over flat arrays of one size (``x ** 2`` is ``binary_into``'s
+    ``x * x``)."""
     n = out.size
     if op == ADD_C:
         for j in prange(n):
@@ -60,12 +61,9 @@ def with_number_into(op, x, c, out):
     elif op == RSUB_C:
         for j in prange(n):
             out[j] = unary_f(RSUB_C, x[j], c, c)
-    elif op == RDIV_C:
-        for j in prange(n):
-            out[j] = unary_f(RDIV_C, x[j], c, c)
     else:
         for j in prange(n):
-            out[j] = binary_f(MUL, x[j], x[j])
+            out[j] = unary_f(RDIV_C, x[j], c, c)
 
 
 def binary(opcode, a, b):
@@ -99,5 +97,8 @@ def with_number(opcode, x, c):
     if float(c_typed) != c:  # not exactly the array's dtype (or a huge int): NumPy's rounding
         return None
     out = np.empty(x.shape, dtype=x.dtype)
-    with_number_into(opcode, x.reshape(-1), c_typed, out.reshape(-1))
+    if opcode == POW_C:  # x ** 2, which NumPy computes as x * x
+        binary_into(MUL, x.reshape(-1), x.reshape(-1), out.reshape(-1))
+    else:
+        with_number_into(opcode, x.reshape(-1), c_typed, out.reshape(-1))
     return out

@@ -226,51 +226,26 @@ def div(a, b):
     return F._binary_tensors(DIV, a, b)
 
 
-# the reflected operators and ** with a Python number on the left or right of a lane tensor:
-# with_const straight away, else the functions as before
-def radd(x, c):
-    """``c + x`` (Tensor.__radd__)."""
-    if (type(c) is float or type(c) is int) and x._scalar is not None:
-        out = with_const(ADD_C, _ADD_NAME, x, c)
-        if out is not None:
-            return out
-    return F.add(c, x)
+def _with_number(opcode, name_id, general, doc):
+    """The operator ``doc`` on a tensor ``x`` and a Python number ``c`` (``x ** c`` and the
+    reflected ones): ``with_const`` straight away for a lane tensor, else ``general(x, c)``.
+    A closure over constants, so that the operator runs in one frame."""
+    def operator_(x, c):
+        if (type(c) is float or type(c) is int) and x._scalar is not None:
+            out = with_const(opcode, name_id, x, c)
+            if out is not None:
+                return out
+        return general(x, c)
+    operator_.__doc__ = doc
+    return operator_
 
 
-def rsub(x, c):
-    """``c - x`` (Tensor.__rsub__)."""
-    if (type(c) is float or type(c) is int) and x._scalar is not None:
-        out = with_const(RSUB_C, _RSUB_NAME, x, c)
-        if out is not None:
-            return out
-    return F.sub(c, x)
-
-
-def rmul(x, c):
-    """``c * x`` (Tensor.__rmul__)."""
-    if (type(c) is float or type(c) is int) and x._scalar is not None:
-        out = with_const(MUL_C, _MUL_NAME, x, c)
-        if out is not None:
-            return out
-    return F.mul(c, x)
-
-
-def rdiv(x, c):
-    """``c / x`` (Tensor.__rtruediv__)."""
-    if (type(c) is float or type(c) is int) and x._scalar is not None:
-        out = with_const(RDIV_C, _DIV_NAME, x, c)
-        if out is not None:
-            return out
-    return F.div(c, x)
-
-
-def power(x, c):
-    """``x ** c`` (Tensor.__pow__)."""
-    if (type(c) is float or type(c) is int) and x._scalar is not None:
-        out = with_const(POW_C, _POW_NAME, x, c)
-        if out is not None:
-            return out
-    return F.pow(x, c)
+radd = _with_number(ADD_C, _ADD_NAME, lambda x, c: F.add(c, x), "``c + x`` (Tensor.__radd__).")
+rsub = _with_number(RSUB_C, _RSUB_NAME, lambda x, c: F.sub(c, x), "``c - x`` (Tensor.__rsub__).")
+rmul = _with_number(MUL_C, _MUL_NAME, lambda x, c: F.mul(c, x), "``c * x`` (Tensor.__rmul__).")
+rdiv = _with_number(RDIV_C, _DIV_NAME, lambda x, c: F.div(c, x),
+                    "``c / x`` (Tensor.__rtruediv__).")
+power = _with_number(POW_C, _POW_NAME, lambda x, c: F.pow(x, c), "``x ** c`` (Tensor.__pow__).")
 
 
 def _binary(opcode, name_id, a, b, v):

@@ -21,7 +21,7 @@ pointer (``resolve``).
 """
 from array import array
 from collections import namedtuple
-from itertools import accumulate, chain
+from itertools import chain
 from math import copysign
 
 import numpy as np
@@ -51,6 +51,8 @@ ROW = 10
 OPERANDS, SHAPE, SIZE, CONSTS, IPARAMS, CHUNK, OFF = 3, 4, 5, 6, 7, 8, 9
 _FIXED_FIELDS = {"opcodes": 0, "name_ids": 1, "flags": 2, "sizes": SIZE, "val_chunk": CHUNK,
                  "val_off": OFF}
+_RAGGED_FIELDS = (("args", "arg_ptr", OPERANDS), ("shapes", "shape_ptr", SHAPE),
+                  ("consts", "const_ptr", CONSTS), ("iparams", "iparam_ptr", IPARAMS))
 
 _EMPTY_COLUMNS = {name: array(code, [0] if name in _POINTERS else [])
                   for name, (code, _) in _INT_COLUMNS.items()}
@@ -141,23 +143,11 @@ class Tape:
             return cols
         for name, field in _FIXED_FIELDS.items():
             cols[name].fromlist(rows[field::ROW])
-        for name, ptr, ragged in (("args", "arg_ptr", rows[OPERANDS::ROW]),
-                                  ("shapes", "shape_ptr", rows[SHAPE::ROW]),
-                                  ("consts", "const_ptr", rows[CONSTS::ROW]),
-                                  ("iparams", "iparam_ptr", rows[IPARAMS::ROW])):
+        for name, ptr, field in _RAGGED_FIELDS:
+            values, ends = _ragged(rows[field::ROW], _INT_COLUMNS[name][1], bulky)
             col = cols[name]
-            base = len(col)
-            if bulky:  # some operands are ndarrays (gather indices and the like): in bulk
-                for r in ragged:
-                    if type(r) is np.ndarray:
-                        col.frombytes(r.astype(_INT_COLUMNS[name][1]).tobytes())
-                    else:
-                        col.fromlist(list(r))
-                cols[ptr].fromlist(list(accumulate(map(len, ragged), initial=base))[1:])
-            else:
-                values, ends = _ragged(ragged, _INT_COLUMNS[name][1])
-                col.frombytes(values.tobytes())
-                cols[ptr].frombytes((ends[1:] + base).tobytes())
+            cols[ptr].frombytes((ends[1:] + len(col)).tobytes())
+            col.frombytes(values.tobytes())
         return cols
 
     def _row(self, k):
@@ -463,30 +453,24 @@ def _arrays_from_rows(rows, bulky):
     """TapeArrays of queued rows (see ``Tape.append``), without going through the columns."""
     out = {name: np.array(rows[field::ROW], dtype=_INT_COLUMNS[name][1])
            for name, field in _FIXED_FIELDS.items()}
-    for name, ptr, ragged in (("args", "arg_ptr", rows[OPERANDS::ROW]),
-                              ("shapes", "shape_ptr", rows[SHAPE::ROW]),
-                              ("consts", "const_ptr", rows[CONSTS::ROW]),
-                              ("iparams", "iparam_ptr", rows[IPARAMS::ROW])):
-        dt = _INT_COLUMNS[name][1]
-        if bulky:  # some are ndarrays (gather indices and the like)
-            out[name] = np.concatenate([np.asarray(r, dtype=dt).reshape(-1) for r in ragged]) \
-                if ragged else np.zeros(0, dtype=dt)
-            out[ptr] = np.array(list(accumulate(map(len, ragged), initial=0)), dtype=np.int64)
-        else:
-            out[name], out[ptr] = _ragged(ragged, dt)
+    for name, ptr, field in _RAGGED_FIELDS:
+        out[name], out[ptr] = _ragged(rows[field::ROW], _INT_COLUMNS[name][1], bulky)
     return TapeArrays(**out)
 
 
-def _ragged(ragged, dtype):
-    """The tuples ``ragged`` end to end as a ``dtype`` array, and where each ends (from a 0).
+def _ragged(ragged, dtype, bulky):
+    """The rows' fields ``ragged`` end to end as a ``dtype`` array, and where each ends (from
+    a 0).  ``bulky``: some are ndarrays (gather indices and the like), joined by NumPy.
 
     Scalar code's shapes and integer parameters are all empty: list.count finds that at half a
     nanosecond a row, where walking them cost 45 (a tenth of turning a row into columns)."""
     n = len(ragged)
     ends = np.zeros(n + 1, dtype=np.int64)
-    if ragged.count(()) == n:
+    if not bulky and ragged.count(()) == n:  # (count would compare ndarrays elementwise)
         return np.zeros(0, dtype=dtype), ends
     np.cumsum(np.fromiter(map(len, ragged), dtype=np.int64, count=n), out=ends[1:])
+    if bulky:
+        return np.concatenate([np.asarray(r, dtype=dtype).reshape(-1) for r in ragged]), ends
     return np.array(list(chain.from_iterable(ragged)), dtype=dtype), ends
 
 
