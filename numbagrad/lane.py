@@ -108,7 +108,12 @@ def materialize(t):
 def unary(opcode, x):
     """``opcode`` applied to the tensor ``x`` through the lane, or None."""
     v = x._scalar
-    if v is None and (v := _array_value(x)) is None or not _grad_state.enabled or _anomaly[0]:
+    if v is None:  # _array_value(x), in line: unary ops on leaves are half of scalar code's
+        d = x._array
+        if d.ndim or d.dtype is not F64:
+            return None
+        v = d.item()
+    if not _grad_state.enabled or _anomaly[0]:
         return None
     f = _FORWARD.get(opcode) or _choose(opcode)
     try:
@@ -382,8 +387,10 @@ def _record_tree(x, tape):
         if o._pending is not None:
             _record_tree(o, tape)
             nodes.append(o._node_)
-        elif o._tape_ is None:
-            nodes.append(tape.leaf(o))
+        elif o._tape_ is None:  # a leaf: tape.leaf(o), in line where it is on the tape already
+            seen = tape._leaf_node.get(id(o))
+            nodes.append(seen[0] if seen is not None and seen[1] == o._version[0] else
+                         tape.leaf(o))
         else:
             t, k = resolve(o._tape_, o._node_)
             if t is not tape:

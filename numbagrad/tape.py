@@ -95,6 +95,9 @@ class Tape:
     _n_columns = 0             # nodes already in the columns
     _small = None              # the chunk small values are packed into
     _small_used = 0
+    _small_size = 0            # _small.size, or 0 with no chunk
+    _small_slots = None        # a memoryview of _small: writing a float through it costs 30
+                               # ns, through NumPy's __setitem__ 100 (record_scalar)
     _small_id = -1
     forward_to = None          # set when this tape was merged into another
     shift = 0                  # ... and where its nodes start there
@@ -121,6 +124,16 @@ class Tape:
         # how it was read);
         # a replay where one differs would have taken another path (trace.py checks them)
         self.guards = []
+
+    def __getstate__(self):  # copy and pickle: a memoryview is neither, so it is made again
+        state = self.__dict__.copy()
+        state.pop("_small_slots", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self._small is not None:
+            self._small_slots = memoryview(self._small)
 
     def __len__(self):
         return self._len
@@ -173,6 +186,8 @@ class Tape:
         if self._small is None or self._small_used + n > self._small.size:
             size = max(256, min(SMALL_CHUNK_MAX, 2 * (self._small.size if self._small is not None else 0)))
             self._small = np.empty(max(size, n), dtype=self.dtype)
+            self._small_size = self._small.size
+            self._small_slots = memoryview(self._small)
             self._small_used = 0
             self._small_id = len(self.chunks)
             self.chunks.append(self._small)
@@ -257,10 +272,9 @@ class Tape:
     def record_scalar(self, opcode, name_id, operands, v, consts, flags):
         """``record`` for the scalar lane (``lane.py``): a 0-d float64 result held as the
         Python float ``v``, on a float64 tape.  Returns the new node's index."""
-        small = self._small
         off = self._small_used
-        if small is not None and off < small.size:
-            small[off] = v
+        if off < self._small_size:
+            self._small_slots[off] = v
             self._small_used = off + 1
             chunk = self._small_id
         else:
@@ -331,7 +345,8 @@ class Tape:
         """Store values in ``dtype`` from now on (float32 graphs meeting float64 ones)."""
         self.dtype = np.dtype(dtype)
         self.chunks = [c.astype(self.dtype) for c in self.chunks]
-        self._small = None  # the next small value starts a fresh chunk of the new dtype
+        self._small = self._small_slots = None  # the next small value starts a fresh chunk
+        self._small_size = 0                     # of the new dtype
         self._typed_chunks = None
         self._n_typed = 0
 
@@ -375,6 +390,7 @@ class Tape:
         other.forward_to, other.shift = self, shift
         other.chunks, other.leaves, other._leaf_node, other._rows = [], [], {}, []
         other._arrays = other._typed_chunks = other._small = other._base = None
+        other._small_slots, other._small_size = None, 0
         other._n_typed = 0
         return shift
 

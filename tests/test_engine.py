@@ -510,3 +510,29 @@ def test_mid_size_adjoints_go_through_each_threads_scratch_buffer():
             np.testing.assert_allclose(g, 2 * c * (x0.astype(np.float64) + 2) / n, **tol)
     buf = autograd._scratch.float64
     assert buf is not None and autograd.CALLOC_MIN <= buf.size <= autograd.SCRATCH_MAX
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_scalar_graph_records_on_and_differentiates(how):
+    # the tape writes scalar values through a memoryview of its small chunk, which neither
+    # copies nor pickles: a copy must get a view of its own chunk, not of the original's
+    import copy
+    import pickle
+    dup = copy.deepcopy if how == "deepcopy" else lambda t: pickle.loads(pickle.dumps(t))
+
+    def more(t):
+        for _ in range(150):  # twice over: past the first 256-value chunk
+            t = t * 0.999 + 0.001
+        return t
+    x = ng.tensor(1.5, requires_grad=True)
+    z = more((ng.sin(x) * x + x) * 2)  # on a tape (a short tree would still be waiting)
+    c = dup(z)
+    tape = c._tape
+    assert tape is not z._tape and tape._small_slots.obj is tape._small
+    more(c).backward()
+    more(z).backward()
+    dz = 0.999 ** 300 * 2 * (math.cos(1.5) * 1.5 + math.sin(1.5) + 1)
+    assert x.grad.item() == pytest.approx(dz, rel=1e-12)
+    copied_x = tape.leaves[0][1]  # the copy's own leaf got the same gradient
+    assert copied_x is not x and copied_x.grad.item() == x.grad.item()
+    assert z.item() == c.item()
