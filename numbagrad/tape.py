@@ -132,8 +132,13 @@ class Tape:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        if self._small is not None:
-            self._small_slots = memoryview(self._small)
+        self._use_small(self._small)
+
+    def _use_small(self, chunk):
+        """Pack small values into ``chunk`` from now on (None: the next one starts a chunk)."""
+        self._small = chunk
+        self._small_size = 0 if chunk is None else chunk.size
+        self._small_slots = None if chunk is None else memoryview(chunk)
 
     def __len__(self):
         return self._len
@@ -185,9 +190,7 @@ class Tape:
             return len(self.chunks) - 1, 0
         if self._small is None or self._small_used + n > self._small.size:
             size = max(256, min(SMALL_CHUNK_MAX, 2 * (self._small.size if self._small is not None else 0)))
-            self._small = np.empty(max(size, n), dtype=self.dtype)
-            self._small_size = self._small.size
-            self._small_slots = memoryview(self._small)
+            self._use_small(np.empty(max(size, n), dtype=self.dtype))
             self._small_used = 0
             self._small_id = len(self.chunks)
             self.chunks.append(self._small)
@@ -345,8 +348,7 @@ class Tape:
         """Store values in ``dtype`` from now on (float32 graphs meeting float64 ones)."""
         self.dtype = np.dtype(dtype)
         self.chunks = [c.astype(self.dtype) for c in self.chunks]
-        self._small = self._small_slots = None  # the next small value starts a fresh chunk
-        self._small_size = 0                     # of the new dtype
+        self._use_small(None)  # the next small value starts a fresh chunk of the new dtype
         self._typed_chunks = None
         self._n_typed = 0
 
@@ -389,8 +391,8 @@ class Tape:
             other.guards = []
         other.forward_to, other.shift = self, shift
         other.chunks, other.leaves, other._leaf_node, other._rows = [], [], {}, []
-        other._arrays = other._typed_chunks = other._small = other._base = None
-        other._small_slots, other._small_size = None, 0
+        other._arrays = other._typed_chunks = other._base = None
+        other._use_small(None)
         other._n_typed = 0
         return shift
 
