@@ -158,7 +158,7 @@ def _adjoint_buffer(n, dtype):
 
 # Adjoint slots of at least SHARE_MIN elements are laid out by liveness (share_adjoints) once
 # the adjoints of a backward add up to CALLOC_MIN elements or more
-SHARE_MIN = 1 << 14
+SHARE_MIN = np.int64(1 << 14)  # np.int64: see sweeps.SERIAL
 
 
 @njit(**IEEE, cache=True)
@@ -358,7 +358,7 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
         return adj_off, adj_buf[:0], NEED_BUFFER, total, -1, front
     else:
         adj = np.zeros(total, dtype=seeds.dtype)
-    pos, top = 0, -1
+    pos, top = 0, np.int64(-1)  # np.int64: see sweeps.SERIAL
     for s in seed_nodes:
         off, n = adj_off[s], t.sizes[s]
         if off >= 0:
@@ -373,7 +373,7 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
             hi = zero_at[e]
         slot = adj[zero_off[e]:zero_off[e] + zero_len[e]]
         zero_fill(slot, slot.size // par_min + 1)
-    _sweep(t, chunks, adj, adj_off, hi, par_min, 0)
+    _sweep(t, chunks, adj, adj_off, hi, par_min, np.int64(0))
     if free:
         marked = flag_column.size == t.flags.size
         for i in range(top + 1):

@@ -581,7 +581,8 @@ def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
                                          (c + 1) * nblocks // nchunks, n, width, True)
     else:
         sv = np.empty((stop - start) * width, dtype=buf.dtype)
-        partial[0] = _blocks_forward(t, buf, ext, start, stop, sv, 0, nblocks, n, width, True)
+        partial[0] = _blocks_forward(t, buf, ext, start, stop, sv, np.int64(0), nblocks, n, width,
+                                     True)
     store_closing(t, buf, stop, partial.sum())
 
 
@@ -623,8 +624,8 @@ def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
     else:
         sv = np.empty(nops * width, dtype=buf.dtype)
         gv = np.empty(nops * width, dtype=buf.dtype)
-        _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, 0, nblocks, n, width,
-                        g_tail, sums[0])
+        _blocks_reverse(t, buf, adj, adj_off, ext, start, stop, sv, gv, np.int64(0), nblocks, n,
+                        width, g_tail, sums[0])
     add_single_value_sums(t, adj, adj_off, start, stop, sums)
 
 
@@ -635,7 +636,7 @@ def replay_forward(t, chunks, buf, plan, par_min, nthreads):
     """Recompute every node from the leaves: segments fused, other ops by ``forward_sweep``."""
     n = len(t.opcodes)
     seg_start, seg_stop = plan.seg_start, plan.seg_stop
-    i = 0
+    i = np.int64(0)  # not a literal 0: see sweeps.SERIAL
     for s in range(len(seg_start) + 1):
         nxt = seg_start[s] if s < len(seg_start) else n
         if i < nxt:
@@ -660,4 +661,4 @@ def replay_reverse(t, chunks, buf, adj, adj_off, plan, top, par_min, nthreads):
                         par_min, nthreads)
         hi = seg_start[s] - 1
     if hi >= 0:
-        reverse_sweep(t, chunks, adj, adj_off, hi, par_min, 0)
+        reverse_sweep(t, chunks, adj, adj_off, hi, par_min, np.int64(0))

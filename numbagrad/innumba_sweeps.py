@@ -24,6 +24,7 @@ once per handle type.
 This file is kept apart from ``innumba.py`` because Numba re-validates a cached function against
 its own source file: editing the handle's Python side must not recompile the sweeps (minutes).
 """
+import numpy as np
 from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
@@ -31,11 +32,9 @@ from numba.core.extending import intrinsic
 from .fusion import (BLOCK, scalar_forward, scalar_reverse, _blocks_forward, _blocks_reverse,
                      closing_seed, store_closing, add_single_value_sums)
 from .ops import IEEE
-from .sweeps import forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep
-
-# par_min for every sweep: kernels take their serial branch (a handle may be called from inside
-# the user's prange loop, where a kernel's own parallel region would nest)
-SERIAL = 1 << 62
+# every sweep here runs with par_min SERIAL: a handle may be called from inside the user's prange
+# loop, where a kernel's own parallel region would nest
+from .sweeps import forward_sweep, reverse_sweep, tangent_sweep, hvp_sweep, SERIAL
 # columns of a handle's ``inputs``: value / adjoint / tangent offset of an input leaf node, its
 # first column in x, its element count
 IN_VAL, IN_ADJ, IN_TAN, IN_COL, IN_SIZE = range(5)
@@ -49,7 +48,7 @@ GUARD_FAILED = 1
 def _fused_forward(h):
     t, buf, sv = h.t, h.buf, h.sv
     nseg = len(h.seg_start)
-    i = 0
+    i = np.int64(0)  # not a literal 0: see sweeps.SERIAL
     for s in range(nseg + 1):
         nxt = h.seg_start[s] if s < nseg else len(t.opcodes)
         if i < nxt:
@@ -63,8 +62,8 @@ def _fused_forward(h):
             scalar_forward(h.prog, h.pc, buf, start, stop)
             continue
         width = min(BLOCK, n)
-        acc = _blocks_forward(t, buf, h.ext, start, stop, sv, 0, (n + width - 1) // width,
-                              n, width, True)
+        acc = _blocks_forward(t, buf, h.ext, start, stop, sv, np.int64(0),
+                              (n + width - 1) // width, n, width, True)
         store_closing(t, buf, stop, acc)
 
 
@@ -79,7 +78,7 @@ def _segment_reverse(h, start, stop):
     width = min(BLOCK, n)
     sums = h.sums[:2 * nops]
     sums[:] = 0.0
-    _blocks_reverse(t, buf, adj, adj_off, h.ext, start, stop, h.sv, h.gv, 0,
+    _blocks_reverse(t, buf, adj, adj_off, h.ext, start, stop, h.sv, h.gv, np.int64(0),
                     (n + width - 1) // width, n, width, closing_seed(t, adj, adj_off, stop), sums)
     add_single_value_sums(t, adj, adj_off, start, stop, sums.reshape((1, 2 * nops)))
 
@@ -95,7 +94,7 @@ def _fused_reverse(h, top):
         _segment_reverse(h, h.seg_start[s], min(h.seg_stop[s], hi + 1))
         hi = h.seg_start[s] - 1
     if hi >= 0:
-        reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, hi, SERIAL, 0)
+        reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, hi, SERIAL, np.int64(0))
 
 
 @njit(**IEEE, inline="always")
@@ -109,7 +108,7 @@ def _load(h, x, fused):
     if fused:
         _fused_forward(h)
     else:
-        forward_sweep(h.t, h.chunks, 0, len(h.t.opcodes), SERIAL)
+        forward_sweep(h.t, h.chunks, np.int64(0), len(h.t.opcodes), SERIAL)
     for g in range(len(h.g_off)):
         lo, hi, o = h.g_ptr[g], h.g_ptr[g + 1], h.g_off[g]
         same = True
@@ -149,7 +148,7 @@ def _seed_tangents(h, t):
             for j in range(h.inputs[q, IN_SIZE]):
                 tan[a + j] = t[c + j]
     # tangent_sweep assigns every non-leaf slot it reaches: no zeroing needed
-    tangent_sweep(h.t, h.chunks, tan, h.tan_off, 0, h.out_node + 1, SERIAL)
+    tangent_sweep(h.t, h.chunks, tan, h.tan_off, np.int64(0), h.out_node + 1, SERIAL)
 
 
 @njit(**IEEE, inline="always")
@@ -182,7 +181,7 @@ def _run(h, mode, x, a, out):
     h.adjdot[:] = 0.0
     if h.out_adj >= 0:
         h.adj[h.out_adj] = 1.0
-        reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, h.out_node, SERIAL, 0)
+        reverse_sweep(h.t, h.chunks, h.adj, h.adj_off, h.out_node, SERIAL, np.int64(0))
         hvp_sweep(h.t, h.chunks, h.tan, h.tan_off, h.adj, h.adjdot, h.adj_off, h.out_node,
                   SERIAL)
     _gather(h, h.adjdot, out)

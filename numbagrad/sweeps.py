@@ -29,7 +29,17 @@ OK, MODIFIED, SECOND_BACKWARD, NEED_BUFFER = 0, 1, 2, 3
 
 # Below this many elements a kernel loops serially: the parallel region's start-up
 # costs more than it saves (measured in benchmarks/NOTES.md).
-PAR_MIN = 1 << 17
+PAR_MIN = np.int64(1 << 17)
+# par_min for sweeps that must stay serial (inside our own prange loops, or in a handle the
+# user may call from theirs): every kernel takes its serial branch, so no parallel region is
+# ever launched from inside another one.
+SERIAL = np.int64(1 << 62)
+# Compiled callers pass integer constants to a sweep or kernel as np.int64 (these two, and
+# np.int64(0) for a literal 0), never as Python ints.  Numba compiles a callee once more for
+# every literal int it is called with, and each extra copy of a sweep recompiles every kernel
+# it calls: a full test run had compiled reverse_sweep 15 times and each elementwise kernel 4
+# times per opcode where 2 (float64, float32) do (benchmarks/NOTES.md, 2026-11-28).
+# tests/test_compile.py checks that no such call comes back.
 
 
 @njit(**IEEE, cache=True)
@@ -73,7 +83,7 @@ def plan_adjoints(t, seed_nodes):
 
 
 @njit(**IEEE, cache=True)
-def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom=0):
+def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom):
     """Accumulate adjoints from node ``top`` down to ``bottom`` (seeds already in ``adj``)."""
     for i in range(top, bottom - 1, -1):
         if adj_off[i] < 0:

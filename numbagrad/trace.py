@@ -45,7 +45,7 @@ from . import codegen
 from .fusion import (plan_fusion, replay_forward, replay_reverse, segment_forward,
                      segment_reverse, scalar_forward, scalar_reverse, P_OP, P_AUX)
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
-                     hvp_sweep, PAR_MIN, REQUIRES_GRAD)
+                     hvp_sweep, PAR_MIN, SERIAL, REQUIRES_GRAD)
 from .tape import Tape, TapeArrays, resolve, chunk_list, append_chunk
 from .tensor import Tensor, as_tensor, GUARD_TRUTH, guard_watch
 from .validate import validate
@@ -57,9 +57,6 @@ class GuardError(RuntimeError):
     """A replay where a value Python looked at while recording differs: ``f`` may have taken
     another branch there.  ``ng.value_and_grad`` traces again; a plain ``Traced`` raises."""
 
-# par_min for sweeps run inside our own prange loops: every kernel then takes its serial branch,
-# so no parallel region is ever launched from inside another one.
-SERIAL = 1 << 62
 SMALL_IO_MAX = 4096  # arguments with at most this many elements in all move in one NumPy call
 # jacobian and grad_batch spread their rows over threads from this many rows on
 PARALLEL_ROWS = 16
@@ -83,7 +80,7 @@ def _jacobian_rows(t, chunks, adj_off, total, out_node, spans, jac, nblocks):
         for r in range(b, m, nblocks):
             adj[:] = 0.0
             adj[o + r] = 1.0
-            reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL)
+            reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL, np.int64(0))
             _add_spans(adj, spans, jac, r)
 
 
@@ -109,12 +106,12 @@ def _batch_rows(t, init, X, in_off, adj_off, total, out_node, spans, vals, grads
             for q in range(len(in_off)):
                 for j in range(n):
                     buf[in_off[q] + j] = X[r, j]
-            forward_sweep(t, chunks, 0, out_node + 1, SERIAL)
+            forward_sweep(t, chunks, np.int64(0), out_node + 1, SERIAL)
             vals[r] = buf[vo]
             if o >= 0:
                 adj[:] = 0.0
                 adj[o] = 1.0
-                reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL)
+                reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL, np.int64(0))
                 _add_spans(adj, spans, grads, r)
 
 
@@ -791,7 +788,7 @@ class Traced:
             replay_reverse(self._t, chunks, self._local.buf, adj, self._adj_off, self._plan,
                            self._out_node, PAR_MIN, numba.get_num_threads())
         else:
-            reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
+            reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN, 0)
         anomaly.check_reverse(self._t, adj, self._adj_off, self._out_node)
         return self._collect(adj)
 
@@ -1206,7 +1203,7 @@ class Traced:
         if o < 0:
             return out
         adj[o] = 1.0
-        reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN)
+        reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN, 0)
         anomaly.check_reverse(self._t, adj, self._adj_off, self._out_node)
         adjdot = np.zeros_like(adj)
         hvp_sweep(self._t, chunks, tan, tan_off, adj, adjdot, self._adj_off, self._out_node,

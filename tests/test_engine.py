@@ -316,7 +316,8 @@ def test_parallel_threshold_is_consistent(rng):
         adj_off, total, status, *_ = sweeps.plan_adjoints(arrays, np.array([len(tape) - 1]))
         adj = np.zeros(total)
         adj[adj_off[len(tape) - 1]] = 1.0
-        sweeps.reverse_sweep(arrays, tape.typed_chunks(), adj, adj_off, len(tape) - 1, par_min)
+        sweeps.reverse_sweep(arrays, tape.typed_chunks(), adj, adj_off, len(tape) - 1, par_min,
+                             0)
         grads.append(adj[adj_off[0]:adj_off[0] + n].copy())
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-13)
 

@@ -243,7 +243,7 @@ def test_no_quadratic_step():
                 adj = np.zeros(total)
                 adj[adj_off[y._node]] = 1.0
                 keep("reverse", _timed(lambda: reverse_sweep(arrays, chunks, adj, adj_off,
-                                                             y._node, PAR_MIN)))
+                                                             y._node, PAR_MIN, 0)))
                 keep("forward", _timed(lambda: forward_sweep(arrays, chunks, 1,
                                                              len(arrays.opcodes), PAR_MIN)))
             del x, y, tape, arrays, chunks

@@ -127,7 +127,7 @@ def _vjp(tape, node, w, par_min=sweeps.PAR_MIN):
     assert status == sweeps.OK
     adj = np.zeros(total)
     adj[adj_off[node]:adj_off[node] + w.size] = w.ravel()
-    sweeps.reverse_sweep(ta, tape.typed_chunks(), adj, adj_off, node, par_min)
+    sweeps.reverse_sweep(ta, tape.typed_chunks(), adj, adj_off, node, par_min, 0)
     return adj, adj_off
 
 
