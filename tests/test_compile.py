@@ -2,10 +2,10 @@
 
 Numba compiles a callee once for every *literal* int a compiled caller passes it (a constant
 ``0``, ``-1`` or a module-level Python int such as a threshold) and once for every defaulted
-argument left out; each such copy of a sweep recompiles every kernel it calls.  Without them
-the cold test suite took 55 min here against 76 (benchmarks/NOTES.md, 2026-11-28).  This test reads
-every call from one of numbagrad's compiled functions to another and fails on such an
-argument; the opcode (a parameter named ``op``, made literal on purpose with
+argument left out; each such copy of a sweep recompiles every kernel it calls.  Without
+them the cold test suite took 55 min here against 76 (benchmarks/NOTES.md, 2026-11-28).  This
+test reads every call from one of numbagrad's compiled functions to another and fails on such
+an argument; the opcode (a parameter named ``op``, made literal on purpose with
 ``numba.literally``) and bools (switches meant to fold) are exempt.
 """
 import ast
@@ -27,7 +27,7 @@ def _modules():
 
 
 def _functions():
-    """(module, name, callable) of every function defined in numbagrad, compiled or not."""
+    """Every function defined in numbagrad (methods included), compiled or not."""
     seen = set()
     for mod in _modules():
         found = list(vars(mod).items())
@@ -38,7 +38,13 @@ def _functions():
             fn = obj.py_func if isinstance(obj, Dispatcher) else obj
             if inspect.isfunction(fn) and fn.__module__ == mod.__name__ and id(fn) not in seen:
                 seen.add(id(fn))
-                yield mod, name, obj
+                yield obj
+
+
+def _parsed(fn):
+    """(syntax tree, names it can see) of a Python function."""
+    namespace = {**fn.__globals__, **inspect.getclosurevars(fn).nonlocals}
+    return ast.parse(textwrap.dedent(inspect.getsource(fn))), namespace
 
 
 def _resolve(node, namespace):
@@ -72,9 +78,8 @@ def _inlined(d):
 def _forwards(callee, pname):
     """Whether an inline callee passes its parameter ``pname`` on to a compiled function (an
     inline callee is typed as part of its caller: a literal only costs a compile there)."""
-    fn = callee.py_func
-    namespace = {**fn.__globals__, **inspect.getclosurevars(fn).nonlocals}
-    for call in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(fn)))):
+    tree, namespace = _parsed(callee.py_func)
+    for call in ast.walk(tree):
         if not isinstance(call, ast.Call):
             continue
         inner = _resolve(call.func, namespace)
@@ -114,8 +119,7 @@ def _set_to_literals(tree, namespace):
 def _bad_calls(caller, compiled):
     """Calls in ``caller`` to a numbagrad Dispatcher that would compile a copy of it."""
     fn = caller.py_func if compiled else caller
-    namespace = {**fn.__globals__, **inspect.getclosurevars(fn).nonlocals}
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    tree, namespace = _parsed(fn)
     literal_names = _set_to_literals(tree, namespace)
     for call in ast.walk(tree):
         if not isinstance(call, ast.Call):
@@ -147,7 +151,7 @@ def _bad_calls(caller, compiled):
 
 def test_no_compiled_function_is_called_with_a_literal_int_or_a_left_out_default():
     bad = []
-    for mod, name, obj in _functions():
+    for obj in _functions():
         bad += _bad_calls(obj, isinstance(obj, Dispatcher))
     assert not bad, "\n".join(bad)
 
