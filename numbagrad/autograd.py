@@ -17,7 +17,8 @@ from numba import njit
 
 from .sweeps import plan_adjoints, reverse_sweep, PAR_MIN, FREED, REQUIRES_GRAD, MODIFIED, \
     SECOND_BACKWARD, OK, NEED_BUFFER
-from .ops import IEEE, LEAF, NEG, CLAMP, ADD, MINIMUM, unary_d, binary_da, binary_db
+from .ops import (IEEE, LEAF, NEG, CLAMP, ADD, MINIMUM, unary_d_inlined, binary_da_inlined,
+                  binary_db_inlined)
 from .kernels import const
 from .codegen import zero_fill
 from .tape import Tape, resolve
@@ -282,7 +283,7 @@ def sweep_scalars(t, chunks, adj, adj_off, top, bottom):
         g = adj[go]
         if op <= CLAMP:
             if ga >= 0:
-                adj[ga] += g * unary_d(op, av, y, const(t, i, 0), const(t, i, 1))
+                adj[ga] += g * unary_d_inlined(op, av, y, const(t, i, 0), const(t, i, 1))
             continue
         b = t.args[p + 1]
         if t.val_chunk[b] != cid:
@@ -291,12 +292,12 @@ def sweep_scalars(t, chunks, adj, adj_off, top, bottom):
         bv = cur[t.val_off[b]]
         gb = adj_off[b]
         if ga >= 0 and ga == gb:  # x (op) x, as binary_vjp
-            adj[ga] += g * (binary_da(op, av, bv, y) + binary_db(op, av, bv, y))
+            adj[ga] += g * (binary_da_inlined(op, av, bv, y) + binary_db_inlined(op, av, bv, y))
         else:
             if ga >= 0:
-                adj[ga] += g * binary_da(op, av, bv, y)
+                adj[ga] += g * binary_da_inlined(op, av, bv, y)
             if gb >= 0:
-                adj[gb] += g * binary_db(op, av, bv, y)
+                adj[gb] += g * binary_db_inlined(op, av, bv, y)
     return bottom - 1
 
 

@@ -28,6 +28,7 @@ from .ops import (
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, SUM, MEAN,
     unary_f, unary_d, unary_fd, binary_f, binary_da, binary_db,
+    unary_f_inlined, unary_d_inlined, binary_f_inlined, binary_da_inlined, binary_db_inlined,
 )
 from .sweeps import forward_sweep, reverse_sweep
 
@@ -358,9 +359,9 @@ def scalar_forward(prog, pc, buf, start, stop):
                 y, d = unary_fd(op, x, pc[i, 0], pc[i, 1])
                 buf[aux] = d
             else:
-                y = unary_f(op, x, pc[i, 0], pc[i, 1])
+                y = unary_f_inlined(op, x, pc[i, 0], pc[i, 1])
         elif op <= MINIMUM:
-            y = binary_f(op, x, buf[prog[i, P_B]])
+            y = binary_f_inlined(op, x, buf[prog[i, P_B]])
         elif op == SUM:
             y = x
         else:  # MEAN of one element (its constant is the count, 1)
@@ -383,15 +384,15 @@ def scalar_reverse(prog, pc, buf, adj, start, stop):
             if aux >= 0:
                 d = buf[aux]
             else:
-                d = unary_d(op, buf[prog[i, P_X]], buf[prog[i, P_Y]], pc[i, 0], pc[i, 1])
+                d = unary_d_inlined(op, buf[prog[i, P_X]], buf[prog[i, P_Y]], pc[i, 0], pc[i, 1])
             adj[prog[i, P_GX]] += g * d
         elif op <= SUB:  # constant partials
-            adj[prog[i, P_GX]] += g * binary_da(op, 0.0, 0.0, 0.0)
-            adj[prog[i, P_GB]] += g * binary_db(op, 0.0, 0.0, 0.0)
+            adj[prog[i, P_GX]] += g * binary_da_inlined(op, 0.0, 0.0, 0.0)
+            adj[prog[i, P_GB]] += g * binary_db_inlined(op, 0.0, 0.0, 0.0)
         elif op <= MINIMUM:
             x, b, y = buf[prog[i, P_X]], buf[prog[i, P_B]], buf[prog[i, P_Y]]
-            adj[prog[i, P_GX]] += g * binary_da(op, x, b, y)
-            adj[prog[i, P_GB]] += g * binary_db(op, x, b, y)
+            adj[prog[i, P_GX]] += g * binary_da_inlined(op, x, b, y)
+            adj[prog[i, P_GB]] += g * binary_db_inlined(op, x, b, y)
         elif op == SUM:
             adj[prog[i, P_GX]] += g
         else:

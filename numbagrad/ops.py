@@ -53,10 +53,9 @@ REDUCTIONS = range(SUM, LOG_SOFTMAX + 1)
 # ---------------------------------------------------------------- unary rules
 # One line per op in each table, as HIPS autograd's numpy_vjps.  ``op`` is a
 # compile-time constant where the kernels call these (numba.literally), so each
-# kernel compiles to the one line it needs.
+# kernel compiles to the one line it needs (see "calling a rule table" below).
 
-@inline
-def unary_f(op, x, c0, c1):
+def _unary_f(op, x, c0, c1):
     """y = f(x)."""
     if op == NEG: return -x
     if op == EXP: return _exp(x)
@@ -80,8 +79,7 @@ def unary_f(op, x, c0, c1):
     return x * np.nan
 
 
-@inline
-def unary_d(op, x, y, c0, c1):
+def _unary_d(op, x, y, c0, c1):
     """dy/dx, given x and y."""
     if op == NEG: return -1.0
     if op == EXP: return y
@@ -111,17 +109,16 @@ def unary_fd(op, x, c0, c1):
     by side, LLVM computes sin and cos in one sincos call (scalar replays keep dy/dx for the
     reverse pass; fusion.AUX_OPS)."""
     if op == SIN:  # a constant opcode per branch, so that the rules fold side by side
-        y = unary_f(SIN, x, c0, c1)
-        return y, unary_d(SIN, x, y, c0, c1)
+        y = unary_f_inlined(SIN, x, c0, c1)
+        return y, unary_d_inlined(SIN, x, y, c0, c1)
     if op == COS:
-        y = unary_f(COS, x, c0, c1)
-        return y, unary_d(COS, x, y, c0, c1)
-    y = unary_f(op, x, c0, c1)
-    return y, unary_d(op, x, y, c0, c1)
+        y = unary_f_inlined(COS, x, c0, c1)
+        return y, unary_d_inlined(COS, x, y, c0, c1)
+    y = unary_f_inlined(op, x, c0, c1)
+    return y, unary_d_inlined(op, x, y, c0, c1)
 
 
-@inline
-def unary_dd(op, x, y, c0, c1):
+def _unary_dd(op, x, y, c0, c1):
     """d2y/dx2, given x and y (Hessian-vector products)."""
     if op == EXP: return y
     if op == LOG: return -1.0 / (x * x)
@@ -224,8 +221,7 @@ def _tanh(x):
 
 # ---------------------------------------------------------------- binary rules
 
-@inline
-def binary_f(op, a, b):
+def _binary_f(op, a, b):
     """y = f(a, b)."""
     if op == ADD: return a + b
     if op == SUB: return a - b
@@ -237,8 +233,7 @@ def binary_f(op, a, b):
     return a * np.nan
 
 
-@inline
-def binary_da(op, a, b, y):
+def _binary_da(op, a, b, y):
     """dy/da."""
     if op == ADD: return 1.0
     if op == SUB: return 1.0
@@ -250,8 +245,7 @@ def binary_da(op, a, b, y):
     return np.nan
 
 
-@inline
-def binary_db(op, a, b, y):
+def _binary_db(op, a, b, y):
     """dy/db."""
     if op == ADD: return 1.0
     if op == SUB: return -1.0
@@ -263,8 +257,7 @@ def binary_db(op, a, b, y):
     return np.nan
 
 
-@inline
-def binary_dd(op, a, b, y):
+def _binary_dd(op, a, b, y):
     """Second partials (d2y/da2, d2y/dadb, d2y/db2) for Hessian-vector products."""
     if op == MUL: return 0.0, 1.0, 0.0
     if op == DIV: return 0.0, -1.0 / (b * b), 2.0 * a / (b * b * b)
@@ -275,6 +268,67 @@ def binary_dd(op, a, b, y):
         la = np.log(a)
         return daa, a ** (b - 1.0) * (1.0 + b * la), y * la * la
     return 0.0, 0.0, 0.0  # ADD, SUB, MAXIMUM, MINIMUM are piecewise linear
+
+
+# ---------------------------------------------------------------- calling a rule table
+# Kernels and generated code call a table with a constant opcode, ``unary_f(SIN, x, c0, c1)``.
+# That passes the opcode on as a plain int64 to the table compiled once per dtype; LLVM inlines
+# the call and folds the table to the op's line (as fast as before: five unary ops over 65,536
+# elements, 1.63 ms against 1.77).  Numba's own inlining (inline="always") of the table copied
+# and typed all of it at every call site, once per opcode: 7 s per kernel specialization
+# against 0.4, most of a cold test run (benchmarks/NOTES.md, 2026-11-28).  Loops whose opcode
+# changes from one iteration to the next (the scalar interpreters) call the ``_inlined``
+# forms instead: for them a call per op would cost more than the op.
+
+jit = njit(**IEEE, cache=True)
+unary_f_inlined, unary_d_inlined, binary_f_inlined, binary_da_inlined, binary_db_inlined = (
+    inline(rule) for rule in (_unary_f, _unary_d, _binary_f, _binary_da, _binary_db))
+_unary_f_jit, _unary_d_jit, _unary_dd_jit = jit(_unary_f), jit(_unary_d), jit(_unary_dd)
+_binary_f_jit, _binary_da_jit, _binary_db_jit, _binary_dd_jit = (
+    jit(_binary_f), jit(_binary_da), jit(_binary_db), jit(_binary_dd))
+
+
+# np.int64(op): a Literal[int] opcode would compile the table once more per opcode
+@inline
+def unary_f(op, x, c0, c1):
+    """y = f(x)."""
+    return _unary_f_jit(np.int64(op), x, c0, c1)
+
+
+@inline
+def unary_d(op, x, y, c0, c1):
+    """dy/dx, given x and y."""
+    return _unary_d_jit(np.int64(op), x, y, c0, c1)
+
+
+@inline
+def unary_dd(op, x, y, c0, c1):
+    """d2y/dx2, given x and y."""
+    return _unary_dd_jit(np.int64(op), x, y, c0, c1)
+
+
+@inline
+def binary_f(op, a, b):
+    """y = f(a, b)."""
+    return _binary_f_jit(np.int64(op), a, b)
+
+
+@inline
+def binary_da(op, a, b, y):
+    """dy/da."""
+    return _binary_da_jit(np.int64(op), a, b, y)
+
+
+@inline
+def binary_db(op, a, b, y):
+    """dy/db."""
+    return _binary_db_jit(np.int64(op), a, b, y)
+
+
+@inline
+def binary_dd(op, a, b, y):
+    """(d2y/da2, d2y/dadb, d2y/db2)."""
+    return _binary_dd_jit(np.int64(op), a, b, y)
 
 
 # ---------------------------------------------------------------- the table
