@@ -88,3 +88,19 @@ def test_every_asv_benchmark_allows_a_cold_numba_compile():
             elif is_bench and callable(obj) and getattr(obj, "timeout", 60) < 300:
                 short.append(f"{mod.name}.{name}")
     assert not short, f"asv benchmarks without a cold-compile timeout: {short}"
+
+
+def test_the_latency_floor_kernel_is_w1s_gradient_and_runs_fresh():
+    # compare.py and bench_latency.py time first_call's first call in a fresh interpreter as
+    # the floor under numbagrad's first gradient: it must compute the same gradient, and the
+    # code they hand the fresh interpreter must run from any working directory
+    import subprocess
+
+    from benchmarks import first_call
+    x = W.w1_data(9, "float64")
+    np.testing.assert_allclose(first_call.w1_gradient(x, np.empty_like(x)), W.eager_w1(x)[1],
+                               rtol=1e-12)
+    subprocess.run([sys.executable, "-c", first_call.fresh_code()], check=True, cwd="/")
+    rows = {text: (measured, met) for text, measured, met in C.targets({}, (0.5, 1.2, 1.3))}
+    measured, met = rows["fresh process: import + first gradient < 1 s beyond `import numba`"]
+    assert met and measured.startswith("0.70 s") and "one Numba kernel 0.80 s" in measured
