@@ -10,6 +10,10 @@ module defines at import: a few lines of LLVM IR, compiled here, that call ``sge
 (``scipy.linalg.cython_blas``) where NumPy's is not found.  The kernels are cached and name
 only the symbol, so the choice is made per process and may differ between processes.
 
+A product with one column or one row (a matrix times a vector, either side) goes to ``?gemv``
+inside the shim: OpenBLAS's ``dgemm`` with one column took 61-70 us for W5's 100 x 1000 matrix
+against 22 us for ``dgemv``, what NumPy's ``A @ x`` calls (``benchmarks/NOTES.md``).
+
 ``NUMBAGRAD_BLAS=scipy`` in the environment picks SciPy's BLAS; ``SOURCE`` says which one
 this process calls, ``"numpy"``, ``"scipy"`` or ``None`` (none found: a product raises).
 
@@ -33,7 +37,7 @@ _NUMPY_NAMES = (("scipy_", "_64_", 64), ("", "_64_", 64), ("scipy_", "_", 32), (
 
 
 def _numpy_gemms():
-    """``(sgemm, dgemm, int bits)`` of the BLAS library shipped inside NumPy's wheel."""
+    """``(sgemm, dgemm, sgemv, dgemv, int bits)`` of the BLAS library inside NumPy's wheel."""
     import numpy as np
     root = os.path.dirname(os.path.dirname(np.__file__))
     libs = [p for d in ("numpy.libs", os.path.join("numpy", ".dylibs"))
@@ -45,33 +49,37 @@ def _numpy_gemms():
             continue
         for prefix, suffix, bits in _NUMPY_NAMES:
             try:
-                s, d = (getattr(lib, f"{prefix}{c}gemm{suffix}") for c in "sd")
+                found = [getattr(lib, f"{prefix}{c}{f}{suffix}") for f in ("gemm", "gemv")
+                         for c in "sd"]
             except AttributeError:
                 continue
-            return _address(s), _address(d), bits
+            return (*(_address(f) for f in found), bits)
     return None
 
 
 def _scipy_gemms():
-    """``(sgemm, dgemm, 32)`` from SciPy's Cython BLAS table, where Numba finds it too."""
+    """``(sgemm, dgemm, sgemv, dgemv, 32)`` from SciPy's Cython BLAS table, where Numba finds
+    it too."""
     from numba.extending import get_cython_function_address
     try:
-        s, d = (get_cython_function_address("scipy.linalg.cython_blas", f)
-                for f in ("sgemm", "dgemm"))
+        found = [get_cython_function_address("scipy.linalg.cython_blas", f)
+                 for f in ("sgemm", "dgemm", "sgemv", "dgemv")]
     except (ImportError, ValueError):
         return None
-    return s, d, 32
+    return (*found, 32)
 
 
 def _address(fn):
     return ctypes.cast(fn, ctypes.c_void_p).value
 
 
-def _shim_ir(sgemm, dgemm, bits, name=SYMBOL):
+def _shim_ir(sgemm, dgemm, sgemv, dgemv, bits, name=SYMBOL):
     """``i32 name(kind, ta, tb, m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc)`` (the
-    signature of Numba's ``numba_xxgemm``): Fortran ``?gemm`` of the given addresses with
-    every argument by reference, integers of ``bits`` bits.  Returns -1 without a BLAS.
-    (Another function named ``SYMBOL`` in Numba's engine would take the kernels' calls.)"""
+    signature of Numba's ``numba_xxgemm``, column-major, ``ta``/``tb`` ``'n'`` or ``'t'``):
+    Fortran ``?gemm`` of the given addresses with every argument by reference, integers of
+    ``bits`` bits, or ``?gemv`` where C has one column (``op(A) @ x``) or one row
+    (``x @ op(B)``, done as ``op(B)^T @ x``).  Returns -1 without a BLAS.  (Another function
+    named ``SYMBOL`` in Numba's engine would take the kernels' calls.)"""
     i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
     vp, iw, ip = i8.as_pointer(), ir.IntType(bits), ir.IntType(8 * ctypes.sizeof(ctypes.c_void_p))
     mod = ir.Module(name="numbagrad_blas")
@@ -92,14 +100,48 @@ def _shim_ir(sgemm, dgemm, bits, name=SYMBOL):
         bld.store(v, p)
         return bld.bitcast(p, vp)
 
-    # gfortran's hidden lengths of the two character arguments close the list; C BLAS
+    def char(ch):
+        return ir.Constant(i8, ord(ch))
+
+    def pick(cond, yes, no):
+        return bld.select(cond, yes, no)
+
+    one = ir.Constant(ip, 1)
+    single = bld.icmp_unsigned("==", kind, char("s"))
+    a_plain = bld.icmp_unsigned("==", ta, char("n"))
+    b_plain = bld.icmp_unsigned("==", tb, char("n"))
+    column, row, general = (fn.append_basic_block(b) for b in ("column", "row", "general"))
+    check_row = fn.append_basic_block("check_row")
+    bld.cbranch(bld.icmp_signed("==", n, one), column, check_row)
+    bld.position_at_end(check_row)
+    bld.cbranch(bld.icmp_signed("==", m, one), row, general)
+
+    # gfortran's hidden lengths of the character arguments close each list; C BLAS
     # interfaces ignore them.
+    gemv_ty = ir.FunctionType(ir.VoidType(), [vp] * 11 + [i64]).as_pointer()
+
+    def gemv(trans, rows, cols, mat, ld, x, incx, y, incy):
+        args = [ref(trans, i8), ref(rows, iw), ref(cols, iw), alpha, mat, ref(ld, iw), x,
+                ref(incx, iw), beta, y, ref(incy, iw), ir.Constant(i64, 1)]
+        target = pick(single, ir.Constant(i64, sgemv), ir.Constant(i64, dgemv))
+        bld.call(bld.inttoptr(target, gemv_ty), args)
+        bld.ret(ir.Constant(i32, 0))
+
+    # C (m x 1) = op(A) @ op(B), op(B) a column of k: A is m x k, or k x m under 't'
+    bld.position_at_end(column)
+    gemv(ta, pick(a_plain, m, k), pick(a_plain, k, m), a, lda, b, pick(b_plain, one, ldb),
+         c, one)
+    # C (1 x n) = op(A) @ op(B), op(A) a row of k: C^T = op(B)^T @ op(A)^T
+    bld.position_at_end(row)
+    gemv(pick(b_plain, char("t"), char("n")), pick(b_plain, k, n), pick(b_plain, n, k), b,
+         ldb, a, pick(a_plain, lda, one), c, ldc)
+
+    bld.position_at_end(general)
     args = [ref(ta, i8), ref(tb, i8), ref(m, iw), ref(n, iw), ref(k, iw), alpha, a,
             ref(lda, iw), b, ref(ldb, iw), beta, c, ref(ldc, iw),
             ir.Constant(i64, 1), ir.Constant(i64, 1)]
     gemm_ty = ir.FunctionType(ir.VoidType(), [vp] * 13 + [i64, i64]).as_pointer()
-    single = bld.icmp_unsigned("==", kind, ir.Constant(i8, ord("s")))
-    target = bld.select(single, ir.Constant(i64, sgemm), ir.Constant(i64, dgemm))
+    target = pick(single, ir.Constant(i64, sgemm), ir.Constant(i64, dgemm))
     bld.call(bld.inttoptr(target, gemm_ty), args)
     bld.ret(ir.Constant(i32, 0))
     return mod
@@ -112,7 +154,7 @@ def _install():
     if gemms is None:
         gemms, source = _scipy_gemms(), "scipy"
     if gemms is None:
-        gemms, source = (None, None, 64), None
+        gemms, source = (None, None, None, None, 64), None
     library = _compile(_shim_ir(*gemms))
     llvm.add_symbol(SYMBOL, library.get_pointer_to_function(SYMBOL))
     return library, source
