@@ -5,11 +5,8 @@ The issue's target: importing numbagrad and returning a first gradient costs und
 ``timeraw_first_numba_call`` is the floor under it: one hand-written cached Numba kernel's
 first call (``first_call.py``), which pays Numba's own first dispatch.
 """
-import os
-import sys
+from benchmarks import first_call
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import first_call  # noqa: E402
 FIRST_GRADIENT = """
 import numpy as np, numbagrad as ng
 x = ng.tensor(np.ones(3), requires_grad=True)
