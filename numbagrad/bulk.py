@@ -16,8 +16,8 @@ not, and ran slower than NumPy's below 10^6 elements.
 import numpy as np
 from numba import njit, prange
 
-from .ops import (IEEE, binary_f, unary_f, ADD, SUB, MUL, DIV, ADD_C, MUL_C, DIV_C, POW_C,
-                  RSUB_C, RDIV_C)
+from .ops import (IEEE, PRANGE_ONLY, binary_f, unary_f, ADD, SUB, MUL, DIV, ADD_C, MUL_C, DIV_C,
+                  POW_C, RSUB_C, RDIV_C)
 from .sweeps import PAR_MIN
 
 BINARY = (ADD, SUB, MUL, DIV)
@@ -26,7 +26,7 @@ _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-@njit(**IEEE, cache=True, parallel=True)
+@njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
 def binary_into(op, a, b, out):
     """``out = a op b`` over flat arrays of one size."""
     n = out.size
@@ -44,7 +44,7 @@ def binary_into(op, a, b, out):
             out[j] = binary_f(DIV, a[j], b[j])
 
 
-@njit(**IEEE, cache=True, parallel=True)
+@njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
 def with_number_into(op, x, c, out):
     """``out = op(x; c)`` over flat arrays of one size (``x ** 2`` is ``binary_into``'s
     ``x * x``)."""

@@ -24,7 +24,7 @@ from numba import njit, prange, literally
 
 from .kernels import arg, const, is_run
 from .ops import (
-    IEEE, LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
+    IEEE, PRANGE_ONLY, LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
     ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
     ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, SUM, MEAN,
     unary_f, unary_d, unary_fd, binary_f, binary_da, binary_db,
@@ -564,7 +564,7 @@ def _grad_target(t, adj, adj_off, gv, ext, k, start, stop, lo, width):
     return adj, adj_off[k] + lo, 1
 
 
-@njit(**IEEE, cache=True, parallel=True)
+@njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
 def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     if n == 1:
@@ -587,7 +587,7 @@ def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
     store_closing(t, buf, stop, partial.sum())
 
 
-@njit(**IEEE, cache=True, parallel=True)
+@njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
 def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     if n == 1:

@@ -31,11 +31,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import blas
-from .ops import (IEEE, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d, unary_dd, binary_f,
-                  binary_da, binary_db, binary_dd, _exp)
+from .ops import (IEEE, PRANGE_ONLY, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d,
+                  unary_dd, binary_f, binary_da, binary_db, binary_dd, _exp)
 
 jit = njit(**IEEE, cache=True)
-pjit = njit(**IEEE, cache=True, parallel=True)
+pjit = njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
 inline = njit(**IEEE, inline="always", cache=True)
 
 

@@ -16,12 +16,24 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core.cpu import ParallelOptions
 from numba.extending import intrinsic
 
 # Every compiled function in numbagrad uses NumPy's error model: x / 0 is inf (0 / 0 nan) as in
 # PyTorch, instead of Numba's default ZeroDivisionError, and without that per-element zero
 # check loops with a division vectorise.  Decorators spell it ``njit(**IEEE, ...)``.
 IEEE = {"error_model": "numpy"}
+
+# Parallel functions run their explicit ``prange`` loops on threads, and nothing else:
+# ``parallel=True`` would also turn array expressions (``np.zeros(k)``, ``.sum()``, ``a[:] = 0``)
+# into parallel loops, each a thread-pool launch, taken even on the small path that skips the
+# pranges: a replayed gradient of 3 elements paid about 10 us per launch (benchmarks/NOTES.md,
+# 2026-11-28).  Decorators spell it ``njit(**IEEE, parallel=PRANGE_ONLY, ...)``.  An options
+# object, not a dict: Numba pops the keys of a dict it is given, so every function compiled
+# after the first would have found it empty and taken the defaults, all on.
+PRANGE_ONLY = ParallelOptions({"prange": True, "comprehension": False, "numpy": False,
+                               "reduction": False, "setitem": False, "inplace_binop": False,
+                               "stencil": False, "fusion": False})
 
 inline = njit(**IEEE, inline="always", cache=True)
 

@@ -37,7 +37,7 @@ from numba import njit, prange
 from numba.typed import List
 
 from . import anomaly, grad_mode
-from .ops import IEEE, LEAF, NAMES, COMPARE, SUM, MEAN, MATMUL
+from .ops import IEEE, PRANGE_ONLY, LEAF, NAMES, COMPARE, SUM, MEAN, MATMUL
 from . import kernels as K
 import numba
 
@@ -64,7 +64,7 @@ PARALLEL_ROWS = 16
 
 # ---------------------------------------------------------------- Numba drivers
 
-@njit(**IEEE, parallel=True, cache=True)
+@njit(**IEEE, parallel=PRANGE_ONLY, cache=True)
 def _jacobian_rows(t, chunks, adj_off, total, out_node, spans, jac, nblocks):
     """Row r of ``jac`` is the gradient of output element r: one reverse sweep per row.
 
@@ -84,7 +84,7 @@ def _jacobian_rows(t, chunks, adj_off, total, out_node, spans, jac, nblocks):
             _add_spans(adj, spans, jac, r)
 
 
-@njit(**IEEE, parallel=True, cache=True)
+@njit(**IEEE, parallel=PRANGE_ONLY, cache=True)
 def _batch_rows(t, init, X, in_off, adj_off, total, out_node, spans, vals, grads, nblocks):
     """Value and gradient of a scalar output at each row of ``X``, one forward and one reverse
     sweep per row, rows spread over threads.

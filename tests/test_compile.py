@@ -183,3 +183,39 @@ def test_the_check_finds_each_pattern(monkeypatch):
                 "i, set to a literal int, for start"]
     assert all(any(e in b for b in found) for e in expected), found
     assert len(found) == len(expected), found  # np.int64(0), n and sweeps.SERIAL pass
+
+
+def test_parallel_functions_turn_only_their_pranges_into_threads():
+    # parallel=True also makes array expressions (np.zeros(k), .sum()) parallel regions, each a
+    # thread-pool launch even where a kernel takes its serial branch: a replayed gradient of 3
+    # elements paid 44 us against 20.  Every parallel function must use ops.PRANGE_ONLY, and it
+    # must still say "prange only" after Numba has compiled with it (a dict is emptied by Numba)
+    from numba import njit, prange
+    from numba.core.cpu import ParallelOptions
+
+    from numbagrad.ops import PRANGE_ONLY
+
+    parallel = []
+    for fn in _functions():
+        if isinstance(fn, Dispatcher) and fn.targetoptions.get("parallel"):
+            parallel.append(fn)
+            assert fn.targetoptions["parallel"] is PRANGE_ONLY, fn.py_func.__qualname__
+    assert len(parallel) >= 20
+
+    def make():
+        @njit(parallel=PRANGE_ONLY)
+        def f(x, big):
+            part = np.zeros(4)
+            if big:
+                for i in prange(4):
+                    part[i] = x[i]
+            return part.sum()
+        return f
+
+    for f in (make(), make()):  # the second compiles with options the first has used
+        assert f(np.arange(4.0), True) == 6.0 and f(np.arange(4.0), False) == 0.0
+        # the prange alone, not np.zeros and .sum() as well
+        assert f.overloads[f.signatures[0]].metadata["parfor_diagnostics"].count_parfors() == 1
+    options = ParallelOptions(PRANGE_ONLY)
+    assert options.prange and not (options.numpy or options.reduction or options.setitem
+                                   or options.fusion or options.comprehension)
