@@ -265,3 +265,45 @@ def test_grad_batch_carries_pending_adjoints_across_views(name, f, shifts, width
     assert np.array_equal(v1, v0) and np.array_equal(g1, g0)
     rows = np.stack([ng.trace(f, X[0], codegen=False).grad(x) for x in X[:5]])
     np.testing.assert_allclose(g1[:5], rows, rtol=1e-12, atol=1e-12)
+
+
+WINDOWED = [
+    ("rosenbrock", lambda x: (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum(), 0),
+    ("three apart", lambda x: (ng.sin(x[:-3]) * x[3:] + x[1:-2]).sum(), 0),
+    ("one view off the start", lambda x: (x[2:] ** 2 * 0.5).mean(), 0),
+    ("the middle only", lambda x: (ng.exp(x[2:-2]) - x[3:-1]).sum(), 0),
+    ("a sum of transcendentals", lambda x: ng.tanh(x[1:] * x[:-1]).sum(), 0),
+    ("not the output", lambda x: (x[1:] * x[:-1]).sum() * 3.0 + 1.0, 0),
+    ("a product's value", lambda A, x: (lambda z: (z[1:] - z[:-1] ** 2).sum())(A @ x), 1),
+]
+
+
+@pytest.mark.parametrize("name,f,arg", WINDOWED, ids=[w[0] for w in WINDOWED])
+@pytest.mark.parametrize("n", [8, 300])
+def test_shifted_views_assign_each_adjoint_element_once(name, f, arg, n, chunking, monkeypatch):
+    # views of one value at nearby shifts: the whole-array kernels keep pending sums in
+    # registers and assign each element once (Segment.window), chunk edges added after the
+    # parallel loop, what no view reaches cleared; against the interpreter and against the
+    # kernels that add into a cleared adjoint.  n = 8 with chunks: narrower than the spread
+    if chunking == "chunks":
+        monkeypatch.setattr(codegen, "PAR_MIN", 2)
+    rng = np.random.default_rng(n)
+    A = rng.standard_normal((n, 5))
+    xs = [A, rng.standard_normal(5)] if arg else [rng.standard_normal(n)]
+    interp, comp = pair(f, xs)
+    segs = comp._compiled()
+    assert any(s.window is not None for s in segs.values())
+    assert all(s.chunks(2) == ((2, 1) if chunking == "chunks" else (1, 1)) for s in segs.values())
+    assert "GW[k] = w0" in open(next(iter(segs.values())).module.__file__).read()
+    out = [np.full_like(x, np.nan) for x in xs]
+    for _ in range(2):  # buffers reused
+        v1, g1 = comp.value_and_grad(*xs, out=out if len(xs) > 1 else out[0])
+        v0, g0 = interp.value_and_grad(*xs)
+        assert_same((v0, g0), (v1, g1), rtol=1e-12)
+        assert not any(np.isnan(g).any() for g in flat(g1))
+        xs = [x * 0.9 + 0.05 for x in xs]
+    assert_same(interp.vjp(tuple(xs), np.array(2.0)), comp.vjp(tuple(xs), np.array(2.0)))
+    monkeypatch.setattr(codegen, "BATCH_WINDOW", -1)  # added into a cleared adjoint
+    old = ng.trace(f, *xs, codegen=True)
+    assert all(s.window is None for s in old._compiled().values())
+    assert_same(old.value_and_grad(*xs), comp.value_and_grad(*xs), rtol=1e-13)
