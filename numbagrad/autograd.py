@@ -23,7 +23,7 @@ from .kernels import const
 from .codegen import zero_fill
 from .tape import Tape, resolve
 from .tensor import Tensor, as_tensor
-from . import anomaly
+from . import anomaly, pool
 
 SECOND_BACKWARD_MESSAGE = (
     "Trying to backward through the graph a second time (or directly access saved tensors after "
@@ -145,7 +145,11 @@ _scratch = _Scratch()
 def _adjoint_buffer(n, dtype):
     """A zeroed buffer of ``n`` adjoints and whether it is fresh (ours to hand out)."""
     if n > SCRATCH_MAX:
-        return np.zeros(n, dtype=dtype), True
+        # a pooled block (pool.py), cleared on both cores: calloc's pages fault in on the
+        # sweep's first touch, 4 KB at a time when the kernel has no huge page to give
+        buf = pool.empty(n, dtype)
+        zero_fill(buf, n // PAR_MIN + 1)
+        return buf, True
     name = np.dtype(dtype).name
     buf = getattr(_scratch, name)
     if buf is None or buf.size < n:
@@ -475,11 +479,14 @@ def _run(outputs, grad_outputs, retain_graph, read=()):
         # what is read from here on comes first: the buffer is cut down to it (realloc, no
         # copy) and the gradients handed out are views of it, not copies (W1 at 10^7: a
         # 12 ms copy).  Only when nothing else refers to the buffer (else resize refuses).
-        try:
-            adj.resize((front,), refcheck=True)
+        if adj.base is not None:  # a pooled block: not reused while a view of it is alive
             own = True
-        except ValueError:
-            pass
+        else:
+            try:
+                adj.resize((front,), refcheck=True)
+                own = True
+            except ValueError:
+                pass
     return tape, adj, adj_off, own
 
 

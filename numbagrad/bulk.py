@@ -16,6 +16,7 @@ not, and ran slower than NumPy's below 10^6 elements.
 import numpy as np
 from numba import njit, prange
 
+from . import pool
 from .ops import (IEEE, PRANGE_ONLY, binary_f, unary_f, ADD, SUB, MUL, DIV, ADD_C, MUL_C, DIV_C,
                   POW_C, RSUB_C, RDIV_C)
 from .sweeps import PAR_MIN
@@ -79,7 +80,7 @@ def binary(opcode, a, b):
     if a.size < PAR_MIN or opcode not in BINARY or a.dtype not in _FLOATS \
             or not (a.flags.c_contiguous and b.flags.c_contiguous):
         return None
-    out = np.empty(a.shape, dtype=a.dtype)
+    out = pool.empty(a.shape, a.dtype)  # reused, not faulted in afresh
     binary_into(opcode, a.reshape(-1), b.reshape(-1), out.reshape(-1))
     return out
 
@@ -96,7 +97,7 @@ def with_number(opcode, x, c):
     c_typed = x.dtype.type(c)
     if float(c_typed) != c:  # not exactly the array's dtype (or a huge int): NumPy's rounding
         return None
-    out = np.empty(x.shape, dtype=x.dtype)
+    out = pool.empty(x.shape, x.dtype)
     if opcode == POW_C:  # x ** 2, which NumPy computes as x * x
         binary_into(MUL, x.reshape(-1), x.reshape(-1), out.reshape(-1))
     else:

@@ -1,0 +1,93 @@
+"""Large eager arrays reused instead of freshly mapped: a caching allocator.
+
+An array of many megabytes comes from ``mmap``, and each of its pages faults on first touch.
+When the kernel has 2 MB pages to give (NumPy asks for them) that costs little, but when it
+has not, a value of 10^7 float64 faults 20,000 times: W1's eager step at 10^7 took 117 ms
+alone and 250-620 ms between the peers' steps in compare.py, 650-1,200 ms with NumPy's huge
+pages turned off (benchmarks/NOTES.md, 2026-12-05).  PyTorch keeps freed GPU memory for the
+next tensor of its size for the same reason.
+
+The pool holds blocks (plain NumPy byte arrays) and hands out views of them.  NumPy views hold
+their base, so a block is free again exactly when no view of it is left anywhere (a tensor's
+value, a gradient handed out, ``t.numpy()`` kept by the caller, a Numba list holding it): its
+reference count is back to the pool's own.  Only arrays of at least ``MIN_BYTES`` come from
+here; blocks in use and free together stay under ``MAX_BYTES`` (past it, ``empty`` is
+``np.empty``), and ``release()`` gives the free ones back.
+
+>>> import numpy as np
+>>> from numbagrad import pool
+>>> a = pool.empty((1 << 18,), np.float64)
+>>> a.shape, a.dtype.name
+((262144,), 'float64')
+"""
+import sys
+import threading
+
+import numpy as np
+
+MIN_BYTES = 1 << 21   # below, malloc's free lists already hand memory back without faults
+MAX_BYTES = 1 << 30   # blocks kept, free or in use
+
+_lock = threading.Lock()
+_blocks = []          # uint8 arrays, each owning its memory
+
+
+def _refs(blocks, i):
+    """References to ``blocks[i]`` as counted here: the list's, the argument's, and any view's."""
+    return sys.getrefcount(blocks[i])
+
+
+_IDLE = _refs([np.empty(1, dtype=np.uint8)], 0)  # a block no view refers to (measured, not
+#                                                   assumed: the count varies across Pythons)
+
+
+def empty(shape, dtype):
+    """An uninitialised C-contiguous array, a view of a pooled block when large.
+
+    >>> import numpy as np
+    >>> pool_empty = empty((3, 4), np.float32)  # small: an ordinary np.empty
+    >>> pool_empty.flags.owndata
+    True
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype=dtype)
+    with _lock:  # the scan and the view that takes a block happen together
+        for i in range(len(_blocks)):
+            if _blocks[i].nbytes == nbytes and _refs(_blocks, i) == _IDLE:
+                return _blocks[i].view(dtype).reshape(shape)
+        if _held() + nbytes > MAX_BYTES:
+            _drop_free()
+            if _held() + nbytes > MAX_BYTES:
+                return np.empty(shape, dtype=dtype)
+        block = np.empty(nbytes, dtype=np.uint8)
+        _blocks.append(block)
+        return block.view(dtype).reshape(shape)
+
+
+def release():
+    """Give back every free block (as ``torch.cuda.empty_cache``); returns the bytes freed.
+
+    >>> release() >= 0
+    True
+    """
+    with _lock:
+        before = _held()
+        _drop_free()
+        return before - _held()
+
+
+def held():
+    """Bytes in pooled blocks, free or in use."""
+    with _lock:
+        return _held()
+
+
+def _held():
+    return sum(b.nbytes for b in _blocks)
+
+
+def _drop_free():
+    _blocks[:] = [_blocks[i] for i in range(len(_blocks)) if _refs(_blocks, i) > _IDLE]
