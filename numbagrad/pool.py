@@ -12,7 +12,9 @@ their base, so a block is free again exactly when no view of it is left anywhere
 value, a gradient handed out, ``t.numpy()`` kept by the caller, a Numba list holding it): its
 reference count is back to the pool's own.  Only arrays of at least ``MIN_BYTES`` come from
 here; blocks in use and free together stay under ``MAX_BYTES`` (past it, ``empty`` is
-``np.empty``), and ``release()`` gives the free ones back.
+``np.empty``), and ``release()`` gives the free ones back.  The price: idle blocks stay
+mapped until reused or released, and a gradient handed out of a pooled adjoint buffer holds
+the whole buffer while it lives (a buffer from ``np.empty`` is cut down to the gradients).
 
 >>> import numpy as np
 >>> from numbagrad import pool
