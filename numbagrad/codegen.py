@@ -402,6 +402,18 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
             elif j in started:
                 emit(f"{ind}T{j}[k] += a{j}")
 
+    def window_start(ind, spread):
+        # pending sums of elements k + lo .. k + hi, in registers (see the batch kernel below)
+        for i in range(spread + 1):
+            emit(f"{ind}w{i} = 0.0")
+
+    def window_step(ind, spread):
+        # element k + lo is complete: written once, the window moves on by one
+        emit(f"{ind}GW[k] = w0")
+        for i in range(spread):
+            emit(f"{ind}w{i} = w{i + 1}")
+        emit(f"{ind}w{spread} = 0.0")
+
     def header(signature):
         emit("")
         emit("")
@@ -431,8 +443,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
             for j in range(n_one):
                 emit(f"{ind}s{j} = 0.0")
         if win:
-            for i in range(spread + 1):
-                emit(f"{ind}w{i} = 0.0")
+            window_start(ind, spread)
         blocked = closing >= 0 and any(_costly(cexpr, opcodes, i) for i in nodes)
         if blocked:
             # a sum in the element loop keeps it from vectorising (the additions must stay in
@@ -470,10 +481,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
         if rev:
             reverse_body(ind + "    ", window=slots if win else None)
         if win:
-            emit(f"{ind}    GW[k] = w0")
-            for i in range(spread):
-                emit(f"{ind}    w{i} = w{i + 1}")
-            emit(f"{ind}    w{spread} = 0.0")
+            window_step(ind + "    ", spread)
         if blocked:
             emit(f"{ind}for k in range(bhi - blo):")
             emit(f"{ind}    acc += R[k]")
@@ -526,8 +534,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
             emit(f"{ind}for p in range(n + {hi}, Gr.size):")
             emit(f"{ind}    Gr[p] = 0.0")
             emit(f"{ind}GW = Gr[{lo}:{lo} + n]")
-            for i in range(hi - lo + 1):
-                emit(f"{ind}w{i} = 0.0")
+            window_start(ind, hi - lo)
         else:
             emit(f"{ind}Gr[:] = 0.0")  # here, in cache, not as a pass over all of G first
         for j, k in enumerate(x_off):
@@ -541,10 +548,7 @@ def _source(nodes, opcodes, src, tgt, cexpr, x_off, t_off, sole, stored, adj_in,
         forward_body(ind + "    ", False)
         reverse_body(ind + "    ", outside=False, window=window)
         if window is not None:
-            emit(f"{ind}    GW[k] = w0")
-            for i in range(hi - lo):
-                emit(f"{ind}    w{i} = w{i + 1}")
-            emit(f"{ind}    w{hi - lo} = 0.0")
+            window_step(ind + "    ", hi - lo)
             for i in range(hi - lo):
                 emit(f"{ind}Gr[n + {lo + i}] = w{i}")
         emit(f"{ind}vals[r] = acc")

@@ -27,8 +27,8 @@ IEEE = {"error_model": "numpy"}
 # Parallel functions run their explicit ``prange`` loops on threads, and nothing else:
 # ``parallel=True`` would also turn array expressions (``np.zeros(k)``, ``.sum()``, ``a[:] = 0``)
 # into parallel loops, each a thread-pool launch, taken even on the small path that skips the
-# pranges: a replayed gradient of 3 elements paid about 10 us per launch (benchmarks/NOTES.md,
-# 2026-11-28).  Decorators spell it ``njit(**IEEE, parallel=PRANGE_ONLY, ...)``.  An options
+# pranges: a replayed gradient of 3 elements took 44 us against 20 (benchmarks/NOTES.md,
+# 2026-12-05).  Decorators spell it ``njit(**IEEE, parallel=PRANGE_ONLY, ...)``.  An options
 # object, not a dict: Numba pops the keys of a dict it is given, so every function compiled
 # after the first would have found it empty and taken the defaults, all on.
 PRANGE_ONLY = ParallelOptions({"prange": True, "comprehension": False, "numpy": False,
