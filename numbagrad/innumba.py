@@ -78,7 +78,7 @@ from numba.core.imputils import lower_constant
 from numba.experimental import structref
 from numba.typed import List
 
-from .fusion import BLOCK
+from .fusion import BLOCK, plan_rows
 from .ops import IEEE
 from .innumba_sweeps import VALUE, GRAD, VJP, JVP, HVP, entry_for
 from .sweeps import plan_tangents
@@ -98,6 +98,7 @@ _FIELDS = (
     "t",                     # the replay tape (TapeArrays)
     "adj_off", "tan_off",    # per-node adjoint / tangent offsets (-1: none)
     "seg_start", "seg_stop", "ext", "prog", "pc",   # fused plan (fusion.plan_fusion)
+    "rows", "rcs",           # its segments' rows and constants (fusion.plan_rows)
     "zero",                  # (lo, hi) adjoint ranges a fused reverse reads, zeroed before it
     "inputs",                # one row per input leaf node (innumba_sweeps.IN_* columns)
     "g_off", "g_ptr", "g_vals", "g_truth",   # guards: value offset, recorded values, kind
@@ -184,22 +185,22 @@ structref.define_boxing(NumbaHandleType, NumbaHandle)
 
 # ---------------------------------------------------------------- construction
 
-def _make(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, inputs, g_off, g_ptr, g_vals,
+def _make(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, rows, rcs, zero, inputs, g_off, g_ptr, g_vals,
           g_truth, n, m, out_node, out_val, out_adj, out_tan, entry, chunks, buf, adj, adjdot,
           tan, sv, gv, sums):
     raise NotImplementedError("jit-code only: use Traced.numba()")
 
 
 @overload(_make)
-def _make_impl(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, inputs, g_off, g_ptr, g_vals,
+def _make_impl(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, rows, rcs, zero, inputs, g_off, g_ptr, g_vals,
                g_truth, n, m, out_node, out_val, out_adj, out_tan, entry, chunks, buf, adj,
                adjdot, tan, sv, gv, sums):
     ty = NumbaHandleType(list(zip(_FIELDS, [
-        t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, inputs, g_off, g_ptr, g_vals,
+        t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, rows, rcs, zero, inputs, g_off, g_ptr, g_vals,
         g_truth, n, m, out_node, out_val, out_adj, out_tan, entry, chunks, buf, adj, adjdot, tan,
         sv, gv, sums])))
 
-    def impl(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, inputs, g_off, g_ptr, g_vals,
+    def impl(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, rows, rcs, zero, inputs, g_off, g_ptr, g_vals,
              g_truth, n, m, out_node, out_val, out_adj, out_tan, entry, chunks, buf, adj, adjdot,
              tan, sv, gv, sums):
         h = structref.new(ty)
@@ -211,6 +212,8 @@ def _make_impl(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, in
         h.ext = ext
         h.prog = prog
         h.pc = pc
+        h.rows = rows
+        h.rcs = rcs
         h.zero = zero
         h.inputs = inputs
         h.g_off = g_off
@@ -237,10 +240,10 @@ def _make_impl(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, in
 
 
 @njit(**IEEE, cache=True)
-def _new(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, inputs, g_off, g_ptr, g_vals,
+def _new(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, rows, rcs, zero, inputs, g_off, g_ptr, g_vals,
          g_truth, n, m, out_node, out_val, out_adj, out_tan, entry, chunks, buf, adj, adjdot, tan,
          sv, gv, sums):
-    return _make(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, zero, inputs, g_off, g_ptr,
+    return _make(t, adj_off, tan_off, seg_start, seg_stop, ext, prog, pc, rows, rcs, zero, inputs, g_off, g_ptr,
                  g_vals, g_truth, n, m, out_node, out_val, out_adj, out_tan, entry, chunks, buf,
                  adj, adjdot, tan, sv, gv, sums)
 
@@ -260,7 +263,7 @@ def _own_buffers(buf, n_adj, n_tan, n_scratch, n_sums):
 def _copy(h):
     chunks, buf, adj, adjdot, tan, sv, gv, sums = _own_buffers(
         h.buf, len(h.adj), len(h.tan), len(h.sv), len(h.sums))
-    return _new(h.t, h.adj_off, h.tan_off, h.seg_start, h.seg_stop, h.ext, h.prog, h.pc, h.zero, h.inputs,
+    return _new(h.t, h.adj_off, h.tan_off, h.seg_start, h.seg_stop, h.ext, h.prog, h.pc, h.rows, h.rcs, h.zero, h.inputs,
                 h.g_off, h.g_ptr, h.g_vals, h.g_truth, h.n, h.m, h.out_node, h.out_val,
                 h.out_adj, h.out_tan, h.entry, chunks, buf, adj, adjdot, tan, sv, gv, sums)
 
@@ -308,10 +311,11 @@ def handle_for(traced):
     # fused scratch: a segment's ops times its block width (1 for single values)
     nops = (stops - starts) if len(starts) else np.ones(1, dtype=np.int64)
     width = np.minimum(t.sizes[starts], BLOCK) if len(starts) else np.ones(1, dtype=np.int64)
+    rows, rcs = plan_rows(t, ext, adj_off, starts, stops)
     chunks, buf, adj, adjdot, tan, sv, gv, sums = _own_buffers(
         traced._init, traced._total + 1, max(int(n_tan), 1), int(max(1, (nops * width).max())),
         int(2 * nops.max()))
-    h = _new(t, adj_off, tan_off, starts, stops, ext, plan.prog, plan.pc, zero, inputs, g_off, g_ptr, g_vals, g_truth,
+    h = _new(t, adj_off, tan_off, starts, stops, ext, plan.prog, plan.pc, rows, rcs, zero, inputs, g_off, g_ptr, g_vals, g_truth,
              int(cols[-1]), traced._out_size, int(out_node), int(t.val_off[out_node]),
              int(adj_off[out_node]), int(tan_off[out_node]), 0,
              chunks, buf, adj, adjdot, tan, sv, gv, sums)
