@@ -11,16 +11,19 @@ The whole backward idea in one page:
 4. the leaves' slots are read out into ``.grad`` (or returned, for ``grad``).
 """
 import threading
+from collections import namedtuple
 
+import numba
 import numpy as np
 from numba import njit
 
-from .sweeps import plan_adjoints, reverse_sweep, PAR_MIN, FREED, REQUIRES_GRAD, MODIFIED, \
-    SECOND_BACKWARD, OK, NEED_BUFFER
+from .sweeps import plan_adjoints, reverse_sweep, PAR_MIN, FREED, REQUIRES_GRAD, DIRTY, \
+    MODIFIED, SECOND_BACKWARD, OK, NEED_BUFFER
 from .ops import (IEEE, LEAF, NEG, CLAMP, ADD, MINIMUM, unary_d_inlined, binary_da_inlined,
                   binary_db_inlined)
 from .kernels import const
 from .codegen import zero_fill
+from .fusion import FusionPlan, plan_segments, segment_reverse
 from .tape import Tape, resolve
 from .tensor import Tensor, as_tensor
 from . import anomaly, pool
@@ -167,7 +170,7 @@ SHARE_MIN = np.int64(1 << 14)  # np.int64: see sweeps.SERIAL
 
 
 @njit(**IEEE, cache=True)
-def share_adjoints(t, adj_off, seed_nodes, keep, min_size):
+def share_adjoints(t, adj_off, seed_nodes, keep, min_size, fused):
     """Lay the adjoint slots that ``plan_adjoints`` gave out (``adj_off``) over less memory.
 
     A node's adjoint is live from the sweep's first addition into it (at its highest consumer
@@ -178,6 +181,9 @@ def share_adjoints(t, adj_off, seed_nodes, keep, min_size):
     front, zero_at, zero_off, zero_len): the leaves' and ``keep``'s slots come first, in
     ``[0, front)``; a reused slot holds stale adjoints and is cleared just before node
     ``zero_at[e]`` is swept (``zero_at`` descending); new slots come zeroed.
+    With ``fused`` (an EagerFusion, or None) a fused segment is swept as one: its internal
+    nodes take no memory (their adjoints live in the segment's scratch), a slot is cleared
+    before the segment of its first consumer, and a segment's nodes keep their slots.
     """
     n = adj_off.size
     out = np.full(n, -1, dtype=np.int64)
@@ -206,9 +212,15 @@ def share_adjoints(t, adj_off, seed_nodes, keep, min_size):
     for i in range(top, -1, -1):
         if adj_off[i] < 0 or t.opcodes[i] == LEAF:
             continue
+        unit = i
+        if fused is not None:
+            unit = fused.unit_top[i]
         for p in range(t.arg_ptr[i], t.arg_ptr[i + 1]):
             a = t.args[p]
             if adj_off[a] < 0 or out[a] >= 0:
+                continue
+            if fused is not None and fused.internal[a]:
+                out[a] = 0  # any slot: the fused sweep never reads or writes it
                 continue
             size = t.sizes[a]
             best = -1
@@ -223,7 +235,7 @@ def share_adjoints(t, adj_off, seed_nodes, keep, min_size):
                 total += size
                 continue
             out[a] = free_off[best]
-            zero_at[n_zero], zero_off[n_zero], zero_len[n_zero] = i, free_off[best], size
+            zero_at[n_zero], zero_off[n_zero], zero_len[n_zero] = unit, free_off[best], size
             n_zero += 1
             if free_len[best] > size:  # the rest stays free
                 free_off[best] += size
@@ -231,7 +243,7 @@ def share_adjoints(t, adj_off, seed_nodes, keep, min_size):
             else:
                 n_free -= 1
                 free_off[best], free_len[best] = free_off[n_free], free_len[n_free]
-        if t.sizes[i] >= min_size and not kept[i]:  # swept: its slot is free from here on
+        if t.sizes[i] >= min_size and not kept[i] and unit == i:  # swept: its slot is free
             free_off[n_free], free_len[n_free] = out[i], t.sizes[i]
             n_free += 1
     return out, total, front, zero_at[:n_zero], zero_off[:n_zero], zero_len[:n_zero]
@@ -331,9 +343,42 @@ def _sweep(t, chunks, adj, adj_off, top, par_min, bottom):
             i = j
 
 
+@njit(**IEEE, inline="always")
+def _sweep_units(t, chunks, adj, adj_off, top, par_min, bottom, fused):
+    """``_sweep`` from ``top`` down to ``bottom``, with ``fused``'s segments (``bottom`` never
+    falls inside one) each swept in one pass over its elements (``fusion.segment_reverse``,
+    reading the values it recomputes from in the one chunk that holds them all)."""
+    if fused is None:
+        _sweep(t, chunks, adj, adj_off, top, par_min, bottom)
+        return
+    plan = fused.plan
+    hi = top
+    for s in range(len(plan.seg_start) - 1, -1, -1):
+        a, b = plan.seg_start[s], plan.seg_stop[s]
+        if a > hi:
+            continue
+        if b <= bottom:
+            break
+        stop = min(b, hi + 1)
+        reached = False
+        for i in range(a, stop):
+            if adj_off[i] >= 0:
+                reached = True
+                break
+        if not reached:  # nothing in it takes an adjoint: swept (skipped) op by op
+            continue
+        if stop < hi + 1:
+            _sweep(t, chunks, adj, adj_off, hi, par_min, stop)
+        segment_reverse(t, chunks[fused.seg_chunk[s]], adj, adj_off, plan, a, stop, par_min,
+                        fused.nthreads)
+        hi = a - 1
+    if hi >= bottom:
+        _sweep(t, chunks, adj, adj_off, hi, par_min, bottom)
+
+
 @njit(**IEEE, cache=True)
 def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf, keep,
-                   share):
+                   share, fused):
     """Steps 2-3 above in one compiled call: plan, seed, sweep, and (``free``) mark every swept
     op FREED in ``t.flags`` and in ``flag_column`` (the tape's own column, or empty).
 
@@ -344,7 +389,8 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
     allocated here; for CALLOC_MIN elements or more it returns NEED_BUFFER with the size in
     ``op`` instead (call again with ``np.zeros(op)``).  With ``share``, large adjoints share
     memory (``share_adjoints``): only the leaves' and ``keep``'s adjoints are read afterwards,
-    and they come first.
+    and they come first.  ``fused``: an EagerFusion (``_eager_fusion``) or None; Numba compiles
+    the two apart, so small graphs never load the fused sweep.
     A small tensor's backward used to pay for each step's call and NumPy temporaries
     separately: 30 us, against 4 us of sweeping.
     """
@@ -354,9 +400,9 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
     zero_at = seed_nodes[:0]
     zero_off, zero_len = zero_at, zero_at
     front = -1
-    if share and total >= CALLOC_MIN:
+    if share and (total >= CALLOC_MIN or fused is not None):
         adj_off, total, front, zero_at, zero_off, zero_len = share_adjoints(
-            t, adj_off, seed_nodes, keep, SHARE_MIN)
+            t, adj_off, seed_nodes, keep, SHARE_MIN, fused)
     if adj_buf.size == total:
         adj = adj_buf
     elif total >= CALLOC_MIN:
@@ -374,11 +420,11 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
     hi = top
     for e in range(zero_at.size):  # reused slots cleared just before their first addition
         if zero_at[e] < hi:
-            _sweep(t, chunks, adj, adj_off, hi, par_min, zero_at[e] + 1)
+            _sweep_units(t, chunks, adj, adj_off, hi, par_min, zero_at[e] + 1, fused)
             hi = zero_at[e]
         slot = adj[zero_off[e]:zero_off[e] + zero_len[e]]
         zero_fill(slot, slot.size // par_min + 1)
-    _sweep(t, chunks, adj, adj_off, hi, par_min, np.int64(0))
+    _sweep_units(t, chunks, adj, adj_off, hi, par_min, np.int64(0), fused)
     if free:
         marked = flag_column.size == t.flags.size
         for i in range(top + 1):
@@ -387,6 +433,64 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
                 if marked:
                     flag_column[i] |= FREED
     return adj_off, adj, status, op, node, front
+
+
+# Eager backward sweeps each run of elementwise ops on FUSE_MIN elements or more in one pass
+# over its elements (fusion.py, as a replay does): block by block it recomputes the run's
+# values from its inputs and walks its ops back in scratch that stays in cache, so the run's
+# inner adjoints never reach memory.  Op by op, W1 at 10^7 wrote and read four 80 MB adjoints
+# and cleared three (48 ms); fused it reads x and adds into its gradient.  Planning is Python
+# (plan_segments, a few us a node), so only tapes of at most FUSE_MAX_NODES nodes are planned.
+# Below FUSE_MIN the op-by-op sweep runs from cache and wins: W1, W3 and a transcendental run,
+# fused against op by op, 0.84-0.97x at 2^16 elements, 1.23-1.44x at 2^18, 1.28-1.73x at 2^20
+# (the fused run recomputes its values: tanh and exp twice); 2026-12-05, /tmp/s/thr.py
+FUSE_MIN = 1 << 18
+FUSE_MAX_NODES = 1024
+
+EagerFusion = namedtuple("EagerFusion", "plan seg_chunk unit_top internal nthreads")
+EagerFusion.__doc__ = """The fused segments of an eager backward (``_eager_fusion``).
+
+plan: their FusionPlan (no scalar program: one-element runs are swept op by op); seg_chunk:
+the chunk holding every value each one reads; unit_top[k]: the top node of k's segment (k
+itself outside them); internal[k]: k lives inside its segment alone (ext 1), so its adjoint
+needs no slot."""
+_NO_PROGRAM = np.zeros((0, 8), dtype=np.int64), np.zeros((0, 2))
+
+
+def _eager_fusion(tape, t, seed_nodes, keep):
+    """The EagerFusion of the tape ``tape`` (arrays ``t``), or None where nothing is fused."""
+    n = len(t.opcodes)
+    if len(tape.chunks) < 2 or n > FUSE_MAX_NODES or t.sizes.max() < FUSE_MIN:
+        return None  # values of FUSE_MIN elements are chunks of their own (Tape.store)
+    starts, stops, ext = plan_segments(t, keep=seed_nodes.tolist() + keep.tolist())
+    read = set(keep.tolist())
+    sizes, opcodes, flags = t.sizes, t.opcodes.tolist(), t.flags.tolist()
+    arg_ptr, args, val_chunk = t.arg_ptr.tolist(), t.args.tolist(), t.val_chunk.tolist()
+    chosen = []
+    for a, b in zip(starts.tolist(), stops.tolist()):
+        if sizes[a] < FUSE_MIN:
+            continue
+        # the values it recomputes from: read through one array, so all in one chunk, and
+        # as recorded (a value changed in place since is swept op by op, which reads what
+        # each op saved or says MODIFIED)
+        sources = {k for i in range(a, b) if opcodes[i] != LEAF
+                   for k in args[arg_ptr[i]:arg_ptr[i + 1]] if not (a <= k < b and ext[k] > 0)}
+        chunks = {val_chunk[k] for k in sources}
+        # and no adjoint read afterwards inside it (retain_grad, grad's inputs): a segment's
+        # adjoints end in its scratch
+        if len(chunks) == 1 and not any(flags[k] & DIRTY for k in sources.union(range(a, b))) \
+                and read.isdisjoint(range(a, b)):
+            chosen.append((a, b, chunks.pop()))
+    if not chosen:
+        return None
+    unit_top = np.arange(n, dtype=np.int64)
+    internal = np.zeros(n, dtype=np.bool_)
+    for a, b, _ in chosen:
+        unit_top[a:b] = b - 1
+        internal[a:b] = ext[a:b] == 1
+    a, b, c = (np.array(col, dtype=np.int64) for col in zip(*chosen))
+    return EagerFusion(FusionPlan(a, b, ext, *_NO_PROGRAM), c, unit_top, internal,
+                       numba.get_num_threads())
 
 
 def _run(outputs, grad_outputs, retain_graph, read=()):
@@ -450,13 +554,16 @@ def _run(outputs, grad_outputs, retain_graph, read=()):
                     keep.append(k)
         keep = np.array(keep, dtype=np.int64)
     share = not anomalous
+    fused = None if anomalous else _eager_fusion(tape, arrays, seed_nodes, keep)
     adj_off, adj, status, op, node, front = backward_sweep(
-        arrays, chunks, flag_column, seed_nodes, seed, free, PAR_MIN, seed[:0], keep, share)
+        arrays, chunks, flag_column, seed_nodes, seed, free, PAR_MIN, seed[:0], keep, share,
+        fused)
     fresh = False
     if status == NEED_BUFFER:
         buf, fresh = _adjoint_buffer(op, tape.dtype)
         adj_off, adj, status, op, node, front = backward_sweep(
-            arrays, chunks, flag_column, seed_nodes, seed, free, PAR_MIN, buf, keep, share)
+            arrays, chunks, flag_column, seed_nodes, seed, free, PAR_MIN, buf, keep, share,
+            fused)
         del buf  # adj is the same array: the resize below needs it to be the only name
     if status == SECOND_BACKWARD:
         raise RuntimeError(SECOND_BACKWARD_MESSAGE)

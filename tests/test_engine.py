@@ -14,8 +14,11 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
     seen = []
     real = autograd.backward_sweep  # plan, seed, reverse_sweep and free, in one compiled call
 
-    def spy(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf, keep, share):
-        out = real(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf, keep, share)
+    def spy(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf, keep, share,
+            fused):
+        out = real(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf, keep, share,
+                   fused)
+        assert fused is None  # three elements: swept op by op (test_eager_fusion for large ones)
         seen.append((t, out[0], int(seed_nodes.max()), free))
         return out
 
@@ -24,7 +27,8 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
     z = (2 * (x + 2) ** 2).mean()
     z.backward()
     assert hasattr(real, "py_func") and real.signatures  # a compiled Numba dispatcher
-    assert "_sweep(" in inspect.getsource(real.py_func)  # sweep_scalars, and for other ops
+    assert "_sweep_units(" in inspect.getsource(real.py_func)  # fused runs, and op by op:
+    assert "_sweep(" in inspect.getsource(autograd._sweep_units.py_func)  # sweep_scalars, and
     assert "reverse_sweep(" in inspect.getsource(autograd._sweep.py_func)  # the kernels
     (t, adj_off, top, free), = seen
     assert free  # no retain_graph: the swept ops are marked FREED
@@ -50,15 +54,17 @@ def test_large_backward_sweeps_into_adjoints_allocated_by_numpy(monkeypatch):
         return out
 
     monkeypatch.setattr(autograd, "backward_sweep", spy)
-    n = autograd.CALLOC_MIN
-    x = ng.tensor(np.linspace(-1.0, 1.0, n), requires_grad=True)
-    (2 * (x + 2) ** 2).mean().backward()
-    # x's slot first (read afterwards), the mean's, and two slots of n: x + 2 takes the one of
-    # 2 * (...) ** 2 once that is swept (share_adjoints); without sharing also 4 * n + 1
-    total = 3 * n + 1
-    assert calls == [(0, autograd.NEED_BUFFER, 0), (total, sweeps.OK, total)]
-    np.testing.assert_allclose(x.grad.numpy(), 4 * (np.linspace(-1.0, 1.0, n) + 2) / n)
-    calls.clear()
+    n = max(autograd.CALLOC_MIN, autograd.FUSE_MIN)
+    # swept op by op: x's slot first (read afterwards), the mean's, and two slots of n: x + 2
+    # takes the one of 2 * (...) ** 2 once that is swept (share_adjoints; without, 4 * n + 1);
+    # fused (test_eager_fusion), the run's inner adjoints live in scratch: x's and the mean's
+    for fuse_min, total in ((1 << 62, 3 * n + 1), (autograd.FUSE_MIN, n + 1)):
+        monkeypatch.setattr(autograd, "FUSE_MIN", fuse_min)
+        x = ng.tensor(np.linspace(-1.0, 1.0, n), requires_grad=True)
+        (2 * (x + 2) ** 2).mean().backward()
+        assert calls == [(0, autograd.NEED_BUFFER, 0), (total, sweeps.OK, total)]
+        np.testing.assert_allclose(x.grad.numpy(), 4 * (np.linspace(-1.0, 1.0, n) + 2) / n)
+        calls.clear()
     y = ng.tensor([1.0, 2.0], requires_grad=True)
     (y * y).sum().backward()  # small: one call, its buffer allocated inside
     assert calls == [(0, sweeps.OK, 5)] and y.grad.tolist() == [2.0, 4.0]
@@ -436,7 +442,7 @@ def test_large_adjoints_share_memory_once_swept_and_sum_as_before(monkeypatch):
     peak = autograd.backward_sweep(tape.arrays(), tape.typed_chunks(), tape.flag_column(),
                                    np.array([u._node, v._node]), np.ones(2), False,
                                    sweeps.PAR_MIN, np.zeros(0), np.zeros(0, dtype=np.int64),
-                                   True)[3]  # NEED_BUFFER and the size
+                                   True, None)[3]  # NEED_BUFFER and the size
     assert peak < unshared // 3
 
     x, w, b, c, y, u, v = graph()

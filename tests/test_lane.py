@@ -262,7 +262,8 @@ def _both_sweeps(out):
     plain[adj_off[node]] = 1.0
     sweeps.reverse_sweep(arr, chunks, plain, adj_off, node, sweeps.PAR_MIN, 0)
     off, mixed = autograd.backward_sweep(arr, chunks, tape.flag_column(), nodes, seeds, False,
-                                         sweeps.PAR_MIN, seeds[:0], nodes[:0], False)[:2]
+                                         sweeps.PAR_MIN, seeds[:0], nodes[:0], False,
+                                         None)[:2]
     assert np.array_equal(off, adj_off)
     return plain, mixed
 

@@ -1,0 +1,111 @@
+"""An eager backward sweeps runs of large elementwise ops fused, with the op-by-op gradients."""
+import numpy as np
+import pytest
+
+import numbagrad as ng
+from numbagrad import autograd
+
+N = autograd.FUSE_MIN + 1000  # just past the threshold: fused, and not slow to sweep op by op
+rng = np.random.default_rng(7)
+
+
+def grads(f, arrays, fused, monkeypatch, **backward):
+    """The leaves' gradients of ``f`` by one eager backward, fused or op by op."""
+    monkeypatch.setattr(autograd, "FUSE_MIN", autograd.FUSE_MIN if fused else 1 << 62)
+    xs = [ng.tensor(a, requires_grad=True) for a in arrays]
+    f(*xs).backward(**backward)
+    return [x.grad.numpy().copy() for x in xs]
+
+
+def rosenbrock(x):
+    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+
+
+# (function, inputs, whether the fused gradients are those op by op to the bit: arithmetic is
+# IEEE, recomputed transcendental values may differ from NumPy's in the last place)
+CASES = {
+    "notebook": (lambda x: (2 * (x + 2) ** 2).mean(), [rng.standard_normal(N)], True),
+    "rosenbrock": (rosenbrock, [rng.uniform(-2, 2, N)], True),
+    "transcendental": (lambda x: (ng.tanh(x) * ng.exp(-x * x) + ng.sin(x) / (2 + ng.cos(x))).sum(),
+                       [rng.standard_normal(N)], False),
+    # a value used outside its run (h) and a reduction that does not close one (h.max())
+    "used outside": (lambda x: (lambda h: (h * h).sum() + h.max() * (h - 1).mean())(ng.sqrt(x + 3)),
+                     [rng.uniform(0, 1, N)], False),
+    # two runs separated by a matmul; the second reads two chunks (x and the matmul's value)
+    "two runs": (lambda x: ng.tanh((ng.relu(x - 0.1) * 3).reshape(2, -1).T @ np.ones((2, 3))
+                                   ).sum() + (x * x).sum(),
+                 [rng.standard_normal(2 * N)], False),
+    "float32": (lambda x: ((x * 3 + 1) ** 2 / 4).sum(), [rng.standard_normal(N).astype(np.float32)],
+                True),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fused_gradients_are_the_op_by_op_ones(name, monkeypatch):
+    f, arrays, exact = CASES[name]
+    fused = grads(f, arrays, True, monkeypatch)
+    by_op = grads(f, arrays, False, monkeypatch)
+    for g, h in zip(fused, by_op):
+        if exact:
+            np.testing.assert_array_equal(g, h)
+        else:
+            tol = 1e-5 if g.dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(g, h, rtol=tol, atol=tol * np.abs(h).max())
+
+
+def test_a_run_of_large_ops_is_planned_as_one_segment_whose_inner_adjoints_take_no_memory():
+    x = ng.tensor(rng.standard_normal(N), requires_grad=True)
+    y = (2 * (x + 2) ** 2).mean()
+    t = y._tape.arrays()
+    fused = autograd._eager_fusion(y._tape, t, np.array([y._node]), autograd._NO_NODES)
+    assert fused.plan.seg_start.tolist() == [1] and fused.plan.seg_stop.tolist() == [5]
+    assert fused.seg_chunk.tolist() == [t.val_chunk[0]]  # x's own chunk
+    assert fused.internal.tolist() == [False, True, True, True, False]
+    assert fused.unit_top.tolist() == [0, 4, 4, 4, 4]
+    small = ng.tensor(rng.standard_normal(100), requires_grad=True)
+    z = (2 * (small + 2) ** 2).mean()
+    assert autograd._eager_fusion(z._tape, z._tape.arrays(), np.array([z._node]),
+                                  autograd._NO_NODES) is None
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_seeds_retained_and_asked_for_adjoints_inside_a_run(fused, monkeypatch):
+    """A run's inner nodes take no adjoint slot, unless someone reads theirs."""
+    monkeypatch.setattr(autograd, "FUSE_MIN", autograd.FUSE_MIN if fused else 1 << 62)
+    a = rng.standard_normal(N)
+    x = ng.tensor(a, requires_grad=True)
+    h = ng.tanh(x * 2)
+    h.retain_grad()
+    y = h * h + 1
+    seed = rng.standard_normal(N)
+    y.backward(ng.tensor(seed))  # a non-scalar output, seeded
+    th = np.tanh(2 * a)
+    np.testing.assert_allclose(h.grad.numpy(), 2 * th * seed, rtol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), 2 * th * seed * 2 * (1 - th ** 2), rtol=1e-12)
+    x2 = ng.tensor(a, requires_grad=True)
+    u = x2 * 3
+    (gu, gx) = ng.grad(((u + 1) ** 2).sum(), [u, x2])
+    np.testing.assert_allclose(gu.numpy(), 2 * (3 * a + 1), rtol=1e-12)
+    np.testing.assert_allclose(gx.numpy(), 6 * (3 * a + 1), rtol=1e-12)
+
+
+def test_a_value_changed_in_place_since_is_not_recomputed_from():
+    """(x + 1) ** 2 saved x + 1: changing the leaf x afterwards must not change the gradient, as
+    it would if the fused sweep recomputed x + 1 from x's storage (the tape's, for a leaf)."""
+    a = rng.standard_normal(N)
+    x = ng.tensor(a, requires_grad=True)
+    y = ((x + 1) ** 2).sum()
+    with ng.no_grad():
+        x -= 1
+    y.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), 2 * (a + 1))
+
+
+def test_a_second_backward_through_a_fused_run_still_says_so():
+    x = ng.tensor(rng.standard_normal(N), requires_grad=True)
+    y = ((x + 2) ** 2).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), 4 * (x.detach().numpy() + 2))
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.backward()
