@@ -3,7 +3,7 @@
 NumPy runs an elementwise op on one core.  An eager op on at least ``PAR_MIN`` elements
 whose result IEEE arithmetic fixes to the bit runs here instead, in a parallel loop:
 ``+ - * /`` between float arrays of one shape and dtype, and ``x + c``, ``x * c``, ``x / c``,
-``c - x``, ``c / x``, ``x ** 2`` with a Python number.  The values are NumPy's exactly: the
+``c - x``, ``c / x``, ``x ** 2`` with a Python number; and ``ng.tensor``'s copy of its data.  The values are NumPy's exactly: the
 same operation on the same operands, rounded once (a float32 array's number is taken only
 when float32 holds it exactly, so rounding it first, as NumPy does, changes nothing).
 Everything else (other ops, broadcasting, strided operands, fewer elements) returns None
@@ -65,6 +65,37 @@ def with_number_into(op, x, c, out):
     else:
         for j in prange(n):
             out[j] = unary_f(RDIV_C, x[j], c, c)
+
+
+@njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
+def copy_into(src, out, nchunks):
+    """``out[:] = src`` over flat arrays of one size and dtype, in ``nchunks`` parallel chunks."""
+    n = out.size
+    for c in prange(nchunks):
+        lo = c * n // nchunks
+        hi = (c + 1) * n // nchunks
+        s, d = src[lo:hi], out[lo:hi]
+        for j in range(hi - lo):
+            d[j] = s[j]
+
+
+def copy(a, dtype):
+    """A C-contiguous copy of the float array ``a`` in ``dtype``, copied on every core; None
+    where NumPy's copy is the one to use (a cast, a strided array, fewer elements).
+    ``ng.tensor`` copies its data: W1's 80 MB took NumPy 11 ms on one core.
+
+    >>> import numpy as np
+    >>> from numbagrad import bulk
+    >>> a = np.arange(1 << 18, dtype=float)
+    >>> bool((bulk.copy(a, a.dtype) == a).all())
+    True
+    """
+    if a.size < PAR_MIN or a.dtype != dtype or a.dtype not in _FLOATS \
+            or not a.flags.c_contiguous:
+        return None
+    out = pool.empty(a.shape, a.dtype)
+    copy_into(a.reshape(-1), out.reshape(-1), a.size // PAR_MIN + 1)
+    return out
 
 
 def binary(opcode, a, b):

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from . import anomaly, grad_mode, pool
+from . import anomaly, bulk, grad_mode, pool
 from .ops import NAME_ID
 from .printing import tensor_repr
 from .sweeps import DIRTY, REQUIRES_GRAD
@@ -564,6 +564,9 @@ def _to_array(data, dtype, copy):
             a = a.astype(_default[0])
     dt = np.dtype(dtype) if dtype is not None else _infer_dtype(a)
     if copy:
+        out = bulk.copy(a, dt)  # large float arrays: on every core
+        if out is not None:
+            return out
         if a.nbytes >= pool.MIN_BYTES:  # a pooled block, reused rather than faulted in
             out = pool.empty(a.shape, dt)
             np.copyto(out, a, casting="unsafe")

@@ -104,3 +104,20 @@ def test_threads_running_large_arithmetic_at_once_get_their_own_values():
     assert not errors
     for i, a in enumerate(inputs):
         np.testing.assert_array_equal(results[i], (a * a + 2.0) / 3.0 - a)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_large_tensor_is_a_copy_made_on_every_core(dtype):
+    a, _ = _operands(dtype, 5)
+    a = a.reshape(-1, 1)
+    t = ng.tensor(a)
+    _same(t.numpy(), a)
+    assert not np.shares_memory(t.numpy(), a)
+    a[0] = 42  # the tensor keeps the values it was made with
+    assert t.numpy()[0, 0] != 42
+    assert bulk.copy(a[:PAR_MIN - 1], a.dtype) is None                        # small
+    assert bulk.copy(a[::2], a.dtype) is None                                  # strided
+    assert bulk.copy(a, np.float32 if dtype == np.float64 else np.float64) is None  # a cast
+    assert bulk.copy(np.ones(N, np.int64), np.int64) is None
+    _same(ng.tensor(a[::2]).numpy(), a[::2])           # NumPy's copies, the same values
+    _same(ng.tensor(a, dtype=ng.float64).numpy(), a.astype(np.float64))
