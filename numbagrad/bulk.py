@@ -108,7 +108,9 @@ def binary(opcode, a, b):
     >>> bool((bulk.binary(ops.MUL, a, a) == a * a).all())
     True
     """
+    # the loop reads b[j] for every j of a: a broadcast b (x - x.mean()) read past its end
     if a.size < PAR_MIN or opcode not in BINARY or a.dtype not in _FLOATS \
+            or a.shape != b.shape or a.dtype != b.dtype \
             or not (a.flags.c_contiguous and b.flags.c_contiguous):
         return None
     out = pool.empty(a.shape, a.dtype)  # reused, not faulted in afresh

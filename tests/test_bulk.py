@@ -63,6 +63,10 @@ def test_what_stays_numpys():
     a = np.ones(N)
     assert bulk.binary(ops.ADD, a[:PAR_MIN - 1], a[:PAR_MIN - 1]) is None      # small
     assert bulk.binary(ops.ADD, a[::2], a[::2]) is None                        # strided
+    assert bulk.binary(ops.SUB, a, a[:1]) is None                              # broadcast
+    assert bulk.binary(ops.SUB, a, np.ones((), a.dtype)) is None
+    assert bulk.binary(ops.SUB, a[None], a) is None
+    assert bulk.binary(ops.SUB, a, a.astype(np.float32)) is None
     assert bulk.binary(ops.POW, a, a) is None                                  # not IEEE-exact
     assert bulk.binary(ops.ADD, np.ones(N, np.int64), np.ones(N, np.int64)) is None
     assert bulk.with_number(ops.POW_C, a, 3) is None                           # pow(), not x * x
@@ -70,6 +74,17 @@ def test_what_stays_numpys():
     assert bulk.with_number(ops.ADD_C, a.astype(np.float32), 1e300) is None    # overflows float32
     assert bulk.with_number(ops.ADD_C, a, 2 ** 60 + 1) is None                 # not a float64
     assert bulk.with_number(ops.ADD_C, a, 0.1) is not None
+
+
+def test_a_broadcast_operand_is_numpys_to_broadcast():
+    """x - x.mean() at PAR_MIN elements and more once read past the mean's one element."""
+    a = np.random.default_rng(3).standard_normal(N)
+    x = ng.tensor(a, requires_grad=True)
+    mu = ng.tensor(np.float64(3.0), requires_grad=True)
+    _same((x - mu).detach().numpy(), a - 3.0)
+    _same((x * x.sum(0, keepdim=True)).detach().numpy(), a * a.sum(0, keepdims=True))
+    ((x - mu) ** 2).sum().backward()
+    _same(x.grad.numpy(), 2 * (a - 3.0))
 
 
 def test_gradients_through_large_arithmetic_are_unchanged():
