@@ -346,8 +346,7 @@ def _sweep(t, chunks, adj, adj_off, top, par_min, bottom):
 @njit(**IEEE, inline="always")
 def _sweep_units(t, chunks, adj, adj_off, top, par_min, bottom, fused):
     """``_sweep`` from ``top`` down to ``bottom``, with ``fused``'s segments (``bottom`` never
-    falls inside one) each swept in one pass over its elements (``fusion.segment_reverse``,
-    reading the values it recomputes from in the one chunk that holds them all)."""
+    falls inside one) each swept in one pass over its elements (``fusion.segment_reverse``)."""
     if fused is None:
         _sweep(t, chunks, adj, adj_off, top, par_min, bottom)
         return
@@ -369,8 +368,7 @@ def _sweep_units(t, chunks, adj, adj_off, top, par_min, bottom, fused):
             continue
         if stop < hi + 1:
             _sweep(t, chunks, adj, adj_off, hi, par_min, stop)
-        segment_reverse(t, chunks[fused.seg_chunk[s]], adj, adj_off, plan, a, stop, par_min,
-                        fused.nthreads)
+        segment_reverse(t, chunks, adj, adj_off, plan, a, stop, par_min, fused.nthreads)
         hi = a - 1
     if hi >= bottom:
         _sweep(t, chunks, adj, adj_off, hi, par_min, bottom)
@@ -447,11 +445,11 @@ def backward_sweep(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj
 FUSE_MIN = 1 << 18
 FUSE_MAX_NODES = 1024
 
-EagerFusion = namedtuple("EagerFusion", "plan seg_chunk unit_top internal nthreads")
+EagerFusion = namedtuple("EagerFusion", "plan unit_top internal nthreads")
 EagerFusion.__doc__ = """The fused segments of an eager backward (``_eager_fusion``).
 
-plan: their FusionPlan (no scalar program: one-element runs are swept op by op); seg_chunk:
-the chunk holding every value each one reads; unit_top[k]: the top node of k's segment (k
+plan: their FusionPlan (no scalar program: one-element runs are swept op by op); unit_top[k]:
+the top node of k's segment (k
 itself outside them); internal[k]: k lives inside its segment alone (ext 1), so its adjoint
 needs no slot."""
 _NO_PROGRAM = np.zeros((0, 8), dtype=np.int64), np.zeros((0, 2))
@@ -465,31 +463,29 @@ def _eager_fusion(tape, t, seed_nodes, keep):
     starts, stops, ext = plan_segments(t, keep=seed_nodes.tolist() + keep.tolist())
     read = set(keep.tolist())
     sizes, opcodes, flags = t.sizes, t.opcodes.tolist(), t.flags.tolist()
-    arg_ptr, args, val_chunk = t.arg_ptr.tolist(), t.args.tolist(), t.val_chunk.tolist()
+    arg_ptr, args = t.arg_ptr.tolist(), t.args.tolist()
     chosen = []
     for a, b in zip(starts.tolist(), stops.tolist()):
         if sizes[a] < FUSE_MIN:
             continue
-        # the values it recomputes from: read through one array, so all in one chunk, and
-        # as recorded (a value changed in place since is swept op by op, which reads what
-        # each op saved or says MODIFIED)
+        # the values it recomputes from as recorded (a value changed in place since is swept
+        # op by op, which reads what each op saved or says MODIFIED), and no adjoint read
+        # afterwards inside it (retain_grad, grad's inputs): a segment's adjoints end in its
+        # scratch
         sources = {k for i in range(a, b) if opcodes[i] != LEAF
                    for k in args[arg_ptr[i]:arg_ptr[i + 1]] if not (a <= k < b and ext[k] > 0)}
-        chunks = {val_chunk[k] for k in sources}
-        # and no adjoint read afterwards inside it (retain_grad, grad's inputs): a segment's
-        # adjoints end in its scratch
-        if len(chunks) == 1 and not any(flags[k] & DIRTY for k in sources.union(range(a, b))) \
+        if not any(flags[k] & DIRTY for k in sources.union(range(a, b))) \
                 and read.isdisjoint(range(a, b)):
-            chosen.append((a, b, chunks.pop()))
+            chosen.append((a, b))
     if not chosen:
         return None
     unit_top = np.arange(n, dtype=np.int64)
     internal = np.zeros(n, dtype=np.bool_)
-    for a, b, _ in chosen:
+    for a, b in chosen:
         unit_top[a:b] = b - 1
         internal[a:b] = ext[a:b] == 1
-    a, b, c = (np.array(col, dtype=np.int64) for col in zip(*chosen))
-    return EagerFusion(FusionPlan(a, b, ext, *_NO_PROGRAM), c, unit_top, internal,
+    a, b = (np.array(col, dtype=np.int64) for col in zip(*chosen))
+    return EagerFusion(FusionPlan(a, b, ext, *_NO_PROGRAM), unit_top, internal,
                        numba.get_num_threads())
 
 

@@ -451,11 +451,12 @@ def add_single_value_sums(t, adj, adj_off, start, stop, sums):
 # call, so that W1's segment spent 1.5 us a block on bookkeeping against 0.4 on arithmetic.
 # Columns of a row (one row per node of the segment):
 R_OP, R_STORE, R_GY, R_EXT = 0, 1, 2, 3
-# each operand r (0, 1) has a value source at R_SRC + 3 r (array: SV or BUF, offset, stride: 0
+# each operand r (0, 1) has a value source at R_SRC + 3 r (array: SV, or the index of the tape's
+# chunk that holds it; offset; stride: 0
 # one value repeated, 1 a block) and an adjoint target at R_TGT + 3 r (array: GV, ADJ or NONE)
 R_SRC, R_TGT = 4, 10
 R_WIDTH = 16
-SV, BUF = 0, 1
+SV = -1
 GV, ADJ, NONE = 0, 1, -1
 
 
@@ -464,7 +465,7 @@ def _segment_rows(t, ext, adj_off, start, stop, width):
     """The rows of the segment's nodes start..stop-1 and their two constants.
 
     A source or target in the segment's scratch (SV, GV) has the offset of its block row; one
-    in the tape's buffer or the adjoint buffer (BUF, ADJ) with stride 1 is offset by the
+    in a chunk of the tape or in the adjoint buffer (ADJ) with stride 1 is offset by the
     block's first element as well.  ``adj_off`` may be empty (a forward sweep: no targets)."""
     nops = stop - start
     rows = np.full((nops, R_WIDTH), NONE, dtype=np.int64)
@@ -486,11 +487,13 @@ def _segment_rows(t, ext, adj_off, start, stop, width):
             src, tgt = R_SRC + 3 * q, R_TGT + 3 * q
             inside = start <= k < stop and ext[k] > 0
             if op == GATHER:  # a contiguous view (plan_segments) of a value in the buffer
-                r[src], r[src + 1], r[src + 2] = BUF, t.val_off[k] + _view_offset(t, i), 1
+                r[src], r[src + 1], r[src + 2] = (t.val_chunk[k], t.val_off[k] + _view_offset(t, i),
+                                                  1)
             elif inside:
                 r[src], r[src + 1], r[src + 2] = SV, (k - start) * width, 1
             else:
-                r[src], r[src + 1], r[src + 2] = BUF, t.val_off[k], 0 if t.sizes[k] == 1 else 1
+                r[src], r[src + 1], r[src + 2] = (t.val_chunk[k], t.val_off[k],
+                                                  0 if t.sizes[k] == 1 else 1)
             if not reverse or adj_off[k] < 0:
                 r[tgt], r[tgt + 1], r[tgt + 2] = GV, 0, -1
             elif op == GATHER:  # its adjoint adds into its operand's, in place
@@ -503,12 +506,12 @@ def _segment_rows(t, ext, adj_off, start, stop, width):
 
 
 @njit(**IEEE, inline="always")
-def _source(rows, j, q, buf, sv, lo):
+def _source(rows, j, q, chunks, sv, lo):
     """(array, offset, stride) of row j's operand q's values for the block starting at lo."""
     c = R_SRC + 3 * q
     if rows[j, c] == SV:
         return sv, rows[j, c + 1], 1
-    return buf, rows[j, c + 1] + lo * rows[j, c + 2], rows[j, c + 2]
+    return chunks[rows[j, c]], rows[j, c + 1] + lo * rows[j, c + 2], rows[j, c + 2]
 
 
 @njit(**IEEE, inline="always")
@@ -536,17 +539,18 @@ def plan_rows(t, ext, adj_off, seg_start, seg_stop):
 
 
 @njit(**IEEE, cache=True)
-def _blocks_forward(rows, cs, buf, sv, blk0, blk1, n, width, store):
-    """The segment's values (its ``rows``) for blocks blk0..blk1-1."""
+def _blocks_forward(rows, cs, chunks, buf, sv, blk0, blk1, n, width, store):
+    """The segment's values (its ``rows``) for blocks blk0..blk1-1, read from ``chunks`` and
+    (``store``) those read outside it written to ``buf``."""
     acc = 0.0
     for blk in range(blk0, blk1):
         lo = blk * width
-        acc += _block_forward(rows, cs, buf, sv, lo, min(width, n - lo), width, store)
+        acc += _block_forward(rows, cs, chunks, buf, sv, lo, min(width, n - lo), width, store)
     return acc
 
 
 @njit(**IEEE, inline="always")
-def _block_forward(rows, cs, buf, sv, lo, m, width, store):
+def _block_forward(rows, cs, chunks, buf, sv, lo, m, width, store):
     """Compute the segment's values for elements lo..lo+m into scratch; returns a closing sum."""
     acc = 0.0
     for j in range(rows.shape[0]):
@@ -557,13 +561,13 @@ def _block_forward(rows, cs, buf, sv, lo, m, width, store):
         if op == SUM or op == MEAN:
             acc += _block_sum(sv, rows[j, R_SRC + 1], m)
             continue
-        xa, xo, xs = _source(rows, j, 0, buf, sv, lo)
+        xa, xo, xs = _source(rows, j, 0, chunks, sv, lo)
         if op == GATHER:
             sv[yo:yo + m] = xa[xo:xo + m]
         elif op < ADD:
             unary_block_fwd(op, xa, xo, xs, sv, yo, m, cs[j, 0], cs[j, 1])
         else:
-            ba, bo, bs = _source(rows, j, 1, buf, sv, lo)
+            ba, bo, bs = _source(rows, j, 1, chunks, sv, lo)
             binary_block_fwd(op, xa, xo, xs, ba, bo, bs, sv, yo, m)
         if store and rows[j, R_STORE] >= 0:
             off = rows[j, R_STORE] + lo
@@ -572,16 +576,16 @@ def _block_forward(rows, cs, buf, sv, lo, m, width, store):
 
 
 @njit(**IEEE, cache=True)
-def _blocks_reverse(rows, cs, buf, adj, sv, gv, blk0, blk1, n, width, g_tail, sums):
+def _blocks_reverse(rows, cs, chunks, adj, sv, gv, blk0, blk1, n, width, g_tail, sums):
     for blk in range(blk0, blk1):
         lo = blk * width
-        _block_reverse(rows, cs, buf, adj, sv, gv, lo, min(width, n - lo), width, g_tail, sums)
+        _block_reverse(rows, cs, chunks, adj, sv, gv, lo, min(width, n - lo), width, g_tail, sums)
 
 
 @njit(**IEEE, inline="always")
-def _block_reverse(rows, cs, buf, adj, sv, gv, lo, m, width, g_tail, sums):
+def _block_reverse(rows, cs, chunks, adj, sv, gv, lo, m, width, g_tail, sums):
     """Adjoints of the segment's block lo..lo+m; single-value targets add into ``sums``."""
-    _block_forward(rows, cs, buf, sv, lo, m, width, False)
+    _block_forward(rows, cs, chunks, sv, sv, lo, m, width, False)
     nops = rows.shape[0]
     last = nops
     if rows[nops - 1, R_OP] == SUM or rows[nops - 1, R_OP] == MEAN:
@@ -610,7 +614,7 @@ def _block_reverse(rows, cs, buf, adj, sv, gv, lo, m, width, g_tail, sums):
                 for k in range(m):
                     tx[k] += gi[k]
             continue
-        aa, ao, as_ = _source(rows, j, 0, buf, sv, lo)
+        aa, ao, as_ = _source(rows, j, 0, chunks, sv, lo)
         if op < ADD:
             s = unary_block_vjp(op, aa, ao, as_, sv, go, gv, go, ta, to, ts, m, cs[j, 0],
                                 cs[j, 1])
@@ -618,7 +622,7 @@ def _block_reverse(rows, cs, buf, adj, sv, gv, lo, m, width, g_tail, sums):
                 sums[2 * j] += s
         else:
             tb, tbo, tbs = _target(rows, j, 1, adj, gv, lo)
-            ba, bo, bs = _source(rows, j, 1, buf, sv, lo)
+            ba, bo, bs = _source(rows, j, 1, chunks, sv, lo)
             sa, sb = binary_block_vjp(op, aa, ao, as_, ba, bo, bs, sv, go, gv, go,
                                       ta, to, ts, tb, tbo, tbs, m)
             if ts == 0:
@@ -628,7 +632,7 @@ def _block_reverse(rows, cs, buf, adj, sv, gv, lo, m, width, g_tail, sums):
 
 
 @njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
-def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
+def segment_forward(t, chunks, buf, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     if n == 1:
         scalar_forward(plan.prog, plan.pc, buf, start, stop)
@@ -642,19 +646,21 @@ def segment_forward(t, buf, plan, start, stop, par_min, nthreads):
     if nchunks > 1:
         for c in prange(nchunks):
             sv = np.empty((stop - start) * width, dtype=buf.dtype)
-            partial[c] = _blocks_forward(rows, cs, buf, sv, c * nblocks // nchunks,
+            partial[c] = _blocks_forward(rows, cs, chunks, buf, sv, c * nblocks // nchunks,
                                          (c + 1) * nblocks // nchunks, n, width, True)
     else:
         sv = np.empty((stop - start) * width, dtype=buf.dtype)
-        partial[0] = _blocks_forward(rows, cs, buf, sv, np.int64(0), nblocks, n, width, True)
+        partial[0] = _blocks_forward(rows, cs, chunks, buf, sv, np.int64(0), nblocks, n, width,
+                                     True)
     store_closing(t, buf, stop, partial.sum())
 
 
 @njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
-def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
+def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     if n == 1:
-        scalar_reverse(plan.prog, plan.pc, buf, adj, start, stop)
+        # a scalar program's offsets are into a replay's one buffer, its only chunk
+        scalar_reverse(plan.prog, plan.pc, chunks[0], adj, start, stop)
         return
     ext = plan.ext
     width = min(BLOCK, n)
@@ -681,14 +687,14 @@ def segment_reverse(t, buf, adj, adj_off, plan, start, stop, par_min, nthreads):
         for phase in range(phases):
             for c in prange(nchunks):
                 if c % phases == phase:
-                    sv = np.empty(nops * width, dtype=buf.dtype)
-                    gv = np.empty(nops * width, dtype=buf.dtype)
-                    _blocks_reverse(rows, cs, buf, adj, sv, gv, c * nblocks // nchunks,
+                    sv = np.empty(nops * width, dtype=adj.dtype)
+                    gv = np.empty(nops * width, dtype=adj.dtype)
+                    _blocks_reverse(rows, cs, chunks, adj, sv, gv, c * nblocks // nchunks,
                                     (c + 1) * nblocks // nchunks, n, width, g_tail, sums[c])
     else:
-        sv = np.empty(nops * width, dtype=buf.dtype)
-        gv = np.empty(nops * width, dtype=buf.dtype)
-        _blocks_reverse(rows, cs, buf, adj, sv, gv, np.int64(0), nblocks, n, width, g_tail,
+        sv = np.empty(nops * width, dtype=adj.dtype)
+        gv = np.empty(nops * width, dtype=adj.dtype)
+        _blocks_reverse(rows, cs, chunks, adj, sv, gv, np.int64(0), nblocks, n, width, g_tail,
                         sums[0])
     add_single_value_sums(t, adj, adj_off, start, stop, sums)
 
@@ -706,12 +712,12 @@ def replay_forward(t, chunks, buf, plan, par_min, nthreads):
         if i < nxt:
             forward_sweep(t, chunks, i, nxt, par_min)
         if s < len(seg_start):
-            segment_forward(t, buf, plan, seg_start[s], seg_stop[s], par_min, nthreads)
+            segment_forward(t, chunks, buf, plan, seg_start[s], seg_stop[s], par_min, nthreads)
             i = seg_stop[s]
 
 
 @njit(**IEEE, cache=True)
-def replay_reverse(t, chunks, buf, adj, adj_off, plan, top, par_min, nthreads):
+def replay_reverse(t, chunks, adj, adj_off, plan, top, par_min, nthreads):
     """Adjoints from ``top`` down (seeds already in ``adj``): segments fused, others by op.
     ``adj_off`` must be the one ``plan`` was made with."""
     seg_start, seg_stop = plan.seg_start, plan.seg_stop
@@ -721,7 +727,7 @@ def replay_reverse(t, chunks, buf, adj, adj_off, plan, top, par_min, nthreads):
             continue
         if seg_stop[s] - 1 < hi:
             reverse_sweep(t, chunks, adj, adj_off, hi, par_min, seg_stop[s])
-        segment_reverse(t, buf, adj, adj_off, plan, seg_start[s], min(seg_stop[s], hi + 1),
+        segment_reverse(t, chunks, adj, adj_off, plan, seg_start[s], min(seg_stop[s], hi + 1),
                         par_min, nthreads)
         hi = seg_start[s] - 1
     if hi >= 0:

@@ -166,7 +166,7 @@ def _replay_value_and_grad(t, chunks, buf, adj, adj_off, plan, zero, out_node, p
     o = adj_off[out_node]
     if o >= 0:
         adj[o] = 1.0
-        replay_reverse(t, chunks, buf, adj, adj_off, plan, out_node, par_min, nthreads)
+        replay_reverse(t, chunks, adj, adj_off, plan, out_node, par_min, nthreads)
 
 
 @njit(**IEEE, cache=True)
@@ -785,7 +785,7 @@ class Traced:
         if compiled:
             self._run_reverse(self._local.buf, chunks, adj, {}, {})
         elif fused:
-            replay_reverse(self._t, chunks, self._local.buf, adj, self._adj_off, self._plan,
+            replay_reverse(self._t, chunks, adj, self._adj_off, self._plan,
                            self._out_node, PAR_MIN, numba.get_num_threads())
         else:
             reverse_sweep(self._t, chunks, adj, self._adj_off, self._out_node, PAR_MIN, 0)
@@ -1024,7 +1024,7 @@ class Traced:
                 forward_sweep(t, chunks, i, a, PAR_MIN)
             seg = segs.get(s)
             if seg is None:
-                segment_forward(t, buf, p, a, b, PAR_MIN, nt)
+                segment_forward(t, chunks, buf, p, a, b, PAR_MIN, nt)
             elif not (skip_final and s == self._cg_final):
                 XS, xo, _, _ = self._slots(seg, buf, buf, direct, {})
                 seg.forward(buf, nt, XS, xo)
@@ -1049,7 +1049,7 @@ class Traced:
                 reverse_sweep(t, chunks, adj, adj_off, hi, PAR_MIN, b)
             seg = segs.get(s)
             if seg is None or b - 1 > hi:  # only part of it is reached: the interpreter
-                segment_reverse(t, buf, adj, adj_off, p, a, min(b, hi + 1), PAR_MIN, nt)
+                segment_reverse(t, chunks, adj, adj_off, p, a, min(b, hi + 1), PAR_MIN, nt)
             else:
                 XS, xo, TS, to = self._slots(seg, buf, adj, direct, gout)
                 if final and s == self._cg_final:

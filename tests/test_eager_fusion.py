@@ -31,10 +31,14 @@ CASES = {
     # a value used outside its run (h) and a reduction that does not close one (h.max())
     "used outside": (lambda x: (lambda h: (h * h).sum() + h.max() * (h - 1).mean())(ng.sqrt(x + 3)),
                      [rng.uniform(0, 1, N)], False),
-    # two runs separated by a matmul; the second reads two chunks (x and the matmul's value)
+    # two runs separated by a matmul
     "two runs": (lambda x: ng.tanh((ng.relu(x - 0.1) * 3).reshape(2, -1).T @ np.ones((2, 3))
                                    ).sum() + (x * x).sum(),
                  [rng.standard_normal(2 * N)], False),
+    # runs reading two large inputs, and a one-element value (a mean) inside a run
+    "variance": (lambda x: ((x - x.mean()) ** 2).mean(), [rng.standard_normal(N) + 3], False),
+    "two inputs": (lambda p, y: ((p - y) ** 2).mean() + (p * y).sum() / (p.mean() + 3),
+                   [rng.standard_normal(N), rng.standard_normal(N)], True),
     "float32": (lambda x: ((x * 3 + 1) ** 2 / 4).sum(), [rng.standard_normal(N).astype(np.float32)],
                 True),
 }
@@ -59,9 +63,13 @@ def test_a_run_of_large_ops_is_planned_as_one_segment_whose_inner_adjoints_take_
     t = y._tape.arrays()
     fused = autograd._eager_fusion(y._tape, t, np.array([y._node]), autograd._NO_NODES)
     assert fused.plan.seg_start.tolist() == [1] and fused.plan.seg_stop.tolist() == [5]
-    assert fused.seg_chunk.tolist() == [t.val_chunk[0]]  # x's own chunk
     assert fused.internal.tolist() == [False, True, True, True, False]
     assert fused.unit_top.tolist() == [0, 4, 4, 4, 4]
+    p, q = (ng.tensor(rng.standard_normal(N), requires_grad=True) for _ in range(2))
+    mse = ((p - q) ** 2).mean()  # values in two chunks (the leaves'), read in one pass
+    fused = autograd._eager_fusion(mse._tape, mse._tape.arrays(), np.array([mse._node]),
+                                   autograd._NO_NODES)
+    assert fused.plan.seg_start.tolist() == [2] and fused.plan.seg_stop.tolist() == [5]
     small = ng.tensor(rng.standard_normal(100), requires_grad=True)
     z = (2 * (small + 2) ** 2).mean()
     assert autograd._eager_fusion(z._tape, z._tape.arrays(), np.array([z._node]),

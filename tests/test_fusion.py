@@ -38,7 +38,7 @@ def fused_value_and_grads(f, xs, par_min):
     np.testing.assert_allclose(buf[t.val_off[top]], expected_value, rtol=1e-10)
     adj = np.zeros(total + 1)  # the last slot: the plan's trash slot
     adj[adj_off[top]] = 1.0
-    fusion.replay_reverse(t, chunks, buf, adj, adj_off, plan, top, par_min, 2)
+    fusion.replay_reverse(t, chunks, adj, adj_off, plan, top, par_min, 2)
     assert len(tape.leaves) == len(ts)  # one node per argument, even across merged tapes
     node = {id(leaf): k for k, leaf, _ in tape.leaves}
     for x in ts:
