@@ -14,7 +14,7 @@ def grads(f, arrays, fused, monkeypatch, **backward):
     monkeypatch.setattr(autograd, "FUSE_MIN", autograd.FUSE_MIN if fused else 1 << 62)
     xs = [ng.tensor(a, requires_grad=True) for a in arrays]
     f(*xs).backward(**backward)
-    return [x.grad.numpy().copy() for x in xs]
+    return [None if x.grad is None else x.grad.numpy().copy() for x in xs]
 
 
 def rosenbrock(x):
@@ -117,3 +117,57 @@ def test_a_second_backward_through_a_fused_run_still_says_so():
     np.testing.assert_array_equal(x.grad.numpy(), 4 * (x.detach().numpy() + 2))
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         y.backward()
+
+
+def random_graph(seed):
+    """A function of two vectors and a 0-d tensor built of random elementwise ops, views and
+    reductions, and inputs for it: runs fused and not, values used twice, a 0-d operand."""
+    r = np.random.default_rng(seed)
+    unary = [ng.sin, ng.cos, ng.tanh, ng.sigmoid, ng.relu, ng.abs, lambda v: -v,
+             lambda v: ng.exp(v * 0.3), lambda v: ng.sqrt(v * v + 1), lambda v: v ** 2,
+             lambda v: v ** 3 * 0.1, lambda v: 2.5 - v, lambda v: 1.5 / (v * v + 1),
+             lambda v: v * -1.7 + 0.25, lambda v: v / 3.0, lambda v: ng.clamp(v, -0.5, 0.8)]
+    binary = [lambda a, b: a + b, lambda a, b: a - b, lambda a, b: a * b,
+              lambda a, b: a / (b * b + 0.5), ng.maximum, ng.minimum]
+    plan = [(r.integers(3), r.integers(len(unary)), r.integers(len(binary)), r.integers(1 << 30))
+            for _ in range(r.integers(4, 12))]
+
+    def f(x, y, s):
+        vals = [x, y]
+        for kind, u, b, pick in plan:
+            a = vals[pick % len(vals)]
+            if kind == 0:
+                v = unary[u](a)
+            elif kind == 1:
+                v = binary[b](a, vals[(pick >> 8) % len(vals)])
+            else:  # with the 0-d tensor, or a view of the same length of another value
+                v = binary[b](a, s) if pick & 1 else binary[b](a, ng.cat([a[1:], a[:1]]))
+            vals.append(v)
+        out = vals[-1].sum() + vals[len(vals) // 2].mean() * s
+        return out + (vals[-2] * vals[-1]).mean()
+    n = OWN + 900
+    dt = np.float32 if seed % 4 == 3 else np.float64
+    return f, [r.standard_normal(n).astype(dt), r.standard_normal(n).astype(dt),
+               dt(r.uniform(0.5, 2.0))]
+
+
+OWN = 4096  # tape.OWN_CHUNK: values this large have chunks of their own, as FUSE_MIN's do
+
+
+@pytest.mark.parametrize("seed", range(40))  # 600 seeds passed, 2026-12-05
+def test_random_graphs_fused_small_give_the_op_by_op_gradients(seed, monkeypatch):
+    """FUSE_MIN lowered to fuse runs of a few thousand elements: many graphs, quickly."""
+    f, arrays = random_graph(seed)
+    planned = []
+    real = autograd._eager_fusion
+    monkeypatch.setattr(autograd, "_eager_fusion", lambda *a: planned.append(real(*a)) or planned[-1])
+    monkeypatch.setattr(autograd, "FUSE_MIN", OWN)
+    fused = grads(f, arrays, True, monkeypatch)
+    assert planned[-1] is not None and len(planned[-1].plan.seg_start)  # something was fused
+    monkeypatch.setattr(autograd, "FUSE_MIN", 1 << 62)
+    by_op = grads(f, arrays, True, monkeypatch)
+    for g, h in zip(fused, by_op):
+        assert (g is None) == (h is None)
+        if g is not None:
+            tol = 1e-10 if arrays[0].dtype == np.float64 else 2e-5  # the graph's dtype
+            np.testing.assert_allclose(g, h, rtol=tol, atol=tol * max(1.0, np.abs(h).max()))
