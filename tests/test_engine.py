@@ -19,6 +19,7 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
         out = real(t, chunks, flag_column, seed_nodes, seeds, free, par_min, adj_buf, keep, share,
                    fused)
         assert fused is None  # three elements: swept op by op (test_eager_fusion for large ones)
+        assert isinstance(chunks, np.ndarray)  # every value in one chunk: no typed list made
         seen.append((t, out[0], int(seed_nodes.max()), free))
         return out
 
