@@ -1,21 +1,24 @@
-"""Fused replay: runs of elementwise ops swept in one loop over elements.
+"""Fused sweeps: runs of elementwise ops swept in one loop over elements (replays, and the
+eager backward's runs of large tensors: ``autograd._eager_fusion``).
 
 A *segment* is a run of consecutive elementwise ops on the tape whose operands
 are either nodes of the same size or single values, optionally closed by a
 full SUM or MEAN of one of its nodes.  A replay sweeps a segment block by block
 (``BLOCK`` elements at a time): each op's loop runs over the block in scratch
-that stays in L1, so intermediates never reach memory.  Only values read
+that stays in cache, so intermediates never reach memory.  Only values read
 outside the segment are written to the buffer.  The reverse pass recomputes
 the block's forward values (cheaper than storing and reloading them) and then
 walks the segment's ops backwards in scratch too; a closing SUM/MEAN feeds its
 adjoint straight in, so W1-like graphs read the input once forward and once
 backward.
 
-The plan (``plan_segments``) is plain arrays made once per trace; the sweeps
-(``replay_forward``, ``replay_reverse``) run everything else through the
-per-op sweeps in ``sweeps.py``.  Blocks are split over threads (``prange``)
-when a segment has at least ``par_min`` elements; callers pass
-``numba.get_num_threads()`` (reading it inside would make the sweeps uncachable).
+The plan (``plan_segments``) is plain arrays made once per trace (per eager
+backward); the block loops read each op from a row of integers (``_segment_rows``)
+and each value from the tape chunk that holds it; the sweeps (``replay_forward``,
+``replay_reverse``) run everything else through the per-op sweeps in
+``sweeps.py``.  Blocks are split over threads (``prange``) when a segment has at
+least ``par_min`` elements; callers pass ``numba.get_num_threads()`` (reading it
+inside would make the sweeps uncachable).
 """
 from collections import namedtuple
 
