@@ -347,7 +347,10 @@ class Tape:
     def upcast(self, dtype):
         """Store values in ``dtype`` from now on (float32 graphs meeting float64 ones)."""
         self.dtype = np.dtype(dtype)
-        self.chunks = [c.astype(self.dtype) for c in self.chunks]
+        # the small chunk's unused tail is uninitialised memory: a signalling NaN there raises
+        # the invalid flag as it is converted (NumPy's RuntimeWarning), on values nobody reads
+        with np.errstate(invalid="ignore"):
+            self.chunks = [c.astype(self.dtype) for c in self.chunks]
         self._use_small(None)  # the next small value starts a fresh chunk of the new dtype
         self._typed_chunks = None
         self._n_typed = 0
