@@ -469,9 +469,8 @@ EagerFusion = namedtuple("EagerFusion", "plan unit_top internal nthreads")
 EagerFusion.__doc__ = """The fused segments of an eager backward (``_eager_fusion``).
 
 plan: their FusionPlan (no scalar program: one-element runs are swept op by op); unit_top[k]:
-the top node of k's segment (k
-itself outside them); internal[k]: k lives inside its segment alone (ext 1), so its adjoint
-needs no slot."""
+the top node of k's segment (k itself outside them); internal[k]: k lives inside its segment
+alone (ext 1), so its adjoint needs no slot."""
 _NO_PROGRAM = np.zeros((0, 8), dtype=np.int64), np.zeros((0, 2))
 
 

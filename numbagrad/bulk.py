@@ -3,9 +3,10 @@
 NumPy runs an elementwise op on one core.  An eager op on at least ``PAR_MIN`` elements
 whose result IEEE arithmetic fixes to the bit runs here instead, in a parallel loop:
 ``+ - * /`` between float arrays of one shape and dtype, and ``x + c``, ``x * c``, ``x / c``,
-``c - x``, ``c / x``, ``x ** 2`` with a Python number; and ``ng.tensor``'s copy of its data.  The values are NumPy's exactly: the
-same operation on the same operands, rounded once (a float32 array's number is taken only
-when float32 holds it exactly, so rounding it first, as NumPy does, changes nothing).
+``c - x``, ``c / x``, ``x ** 2`` with a Python number; and ``ng.tensor``'s copy of its data.
+The values are NumPy's exactly: the same operation on the same operands, rounded once (a
+float32 array's number is taken only when float32 holds it exactly, so rounding it first, as
+NumPy does, changes nothing).
 Everything else (other ops, broadcasting, strided operands, fewer elements) returns None
 and stays NumPy's.
 

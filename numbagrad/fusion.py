@@ -452,13 +452,14 @@ def add_single_value_sums(t, adj, adj_off, start, stop, sums):
 # (``_segment_rows``), not from the tape: every inlined helper handed the tape (a tuple of 14
 # arrays) took and dropped a reference to each of them, 28 atomic operations, about 170 ns a
 # call, so that W1's segment spent 1.5 us a block on bookkeeping against 0.4 on arithmetic.
-# Columns of a row (one row per node of the segment):
-R_OP, R_STORE, R_GY, R_EXT = 0, 1, 2, 3
-# each operand r (0, 1) has a value source at R_SRC + 3 r (array: SV, or the index of the tape's
-# chunk that holds it; offset; stride: 0
-# one value repeated, 1 a block) and an adjoint target at R_TGT + 3 r (array: GV, ADJ or NONE)
-R_SRC, R_TGT = 4, 10
-R_WIDTH = 16
+# Columns of a row (one row per node of the segment): the opcode, where the value is stored
+# when it is read outside the segment (else -1), the adjoint offset; then each operand r (0, 1)
+# has a value source at R_SRC + 3 r (array: SV, or the index of the tape's chunk that holds it;
+# offset; stride: 0 one value repeated, 1 a block) and an adjoint target at R_TGT + 3 r (array:
+# GV, ADJ or NONE)
+R_OP, R_STORE, R_GY = 0, 1, 2
+R_SRC, R_TGT = 3, 9
+R_WIDTH = 15
 SV = -1
 GV, ADJ, NONE = 0, 1, -1
 
@@ -478,7 +479,6 @@ def _segment_rows(t, ext, adj_off, start, stop, width):
         r = rows[i - start]
         op = t.opcodes[i]
         r[R_OP] = op
-        r[R_EXT] = ext[i]
         r[R_STORE] = t.val_off[i] if ext[i] == 2 else -1
         if reverse:
             r[R_GY] = adj_off[i]
@@ -489,7 +489,7 @@ def _segment_rows(t, ext, adj_off, start, stop, width):
             k = arg(t, i, q)
             src, tgt = R_SRC + 3 * q, R_TGT + 3 * q
             inside = start <= k < stop and ext[k] > 0
-            if op == GATHER:  # a contiguous view (plan_segments) of a value in the buffer
+            if op == GATHER:  # a contiguous view (plan_segments) of a value in its chunk
                 r[src], r[src + 1], r[src + 2] = (t.val_chunk[k], t.val_off[k] + _view_offset(t, i),
                                                   1)
             elif inside:
@@ -595,7 +595,7 @@ def _block_reverse(rows, cs, chunks, adj, sv, gv, lo, m, width, g_tail, sums):
         last = nops - 1
     for j in range(last):
         go = j * width
-        if rows[j, R_EXT] == 2 and rows[j, R_GY] >= 0:
+        if rows[j, R_STORE] >= 0 and rows[j, R_GY] >= 0:  # read outside: adjoint from there
             src = rows[j, R_GY] + lo
             gv[go:go + m] = adj[src:src + m]
         else:

@@ -62,8 +62,8 @@ def _fused_forward(h):
             scalar_forward(h.prog, h.pc, buf, start, stop)
             continue
         width = min(BLOCK, n)
-        acc = _blocks_forward(h.rows[start:stop], h.rcs[start:stop], h.chunks, buf, sv, np.int64(0),
-                              (n + width - 1) // width, n, width, True)
+        acc = _blocks_forward(h.rows[start:stop], h.rcs[start:stop], h.chunks, buf, sv,
+                              np.int64(0), (n + width - 1) // width, n, width, True)
         store_closing(t, buf, stop, acc)
 
 
@@ -78,8 +78,9 @@ def _segment_reverse(h, start, stop):
     width = min(BLOCK, n)
     sums = h.sums[:2 * nops]
     sums[:] = 0.0
-    _blocks_reverse(h.rows[start:stop], h.rcs[start:stop], h.chunks, adj, h.sv, h.gv, np.int64(0),
-                    (n + width - 1) // width, n, width, closing_seed(t, adj, adj_off, stop), sums)
+    _blocks_reverse(h.rows[start:stop], h.rcs[start:stop], h.chunks, adj, h.sv, h.gv,
+                    np.int64(0), (n + width - 1) // width, n, width,
+                    closing_seed(t, adj, adj_off, stop), sums)
     add_single_value_sums(t, adj, adj_off, start, stop, sums.reshape((1, 2 * nops)))
 
 
