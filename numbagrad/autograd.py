@@ -256,25 +256,19 @@ def share_adjoints(t, adj_off, seed_nodes, keep, min_size, fused):
 # backward, against a few ns of arithmetic.  Same rules, same additions in the same order.
 # (Kept apart from reverse_sweep, which backward_sweep calls for the other ops: a function that
 # calls reverse_sweep compiles it into itself again, 20 s on a cold cache.)
-@njit(**IEEE, inline="always")
-def _one_element(t, i, op):
-    """Whether node i, an op other than LEAF, is elementwise on single elements (NEG..CLAMP
-    and ADD..MINIMUM follow each other)."""
-    if t.sizes[i] != 1 or op > MINIMUM:
-        return False
-    if op <= CLAMP:
-        return True
-    p = t.arg_ptr[i]
-    return t.sizes[t.args[p]] == 1 and t.sizes[t.args[p + 1]] == 1
-
-
 @njit(**IEEE, cache=True)
 def sweep_scalars(t, chunks, adj, adj_off, top, bottom):
     """Sweep the elementwise ops on single elements from ``top`` down to ``bottom`` in line
     (float64 adjoints), stopping at the first other op that takes an adjoint: returns its index,
     or ``bottom - 1``."""
-    cid = t.val_chunk[top]  # the chunk last read from: neighbours keep their values in one
+    # Two chunks at hand: the node's own (nodes are swept in order, so it changes once per
+    # chunk) and the last one an operand came from (scalar code's operands are recent nodes or
+    # its leaves, recorded first).  Taking a chunk from the typed list costs 70 ns (a reference
+    # count each way): with one chunk at hand W2 took two a step, 0.45 ms of 1.1.
+    cid = t.val_chunk[top]
     cur = chunks[cid]
+    oid = cid
+    ocur = chunks[oid]
     for i in range(top, bottom - 1, -1):
         go = adj_off[i]
         if go < 0:
@@ -284,8 +278,8 @@ def sweep_scalars(t, chunks, adj, adj_off, top, bottom):
             continue
         p = t.arg_ptr[i]
         a = t.args[p]
-        # not _one_element(t, i, op), spelled out: through the inlined call this loop ran at
-        # half the speed (W2: 1.15 against 0.53 ms)
+        # not on one element (ops NEG..CLAMP and ADD..MINIMUM follow each other), spelled out
+        # as in other_ops_below: an inlined helper with branches cost 35 ns a node here
         if t.sizes[i] != 1 or op > MINIMUM or (op >= ADD and (
                 t.sizes[a] != 1 or t.sizes[t.args[p + 1]] != 1)):
             return i
@@ -293,10 +287,14 @@ def sweep_scalars(t, chunks, adj, adj_off, top, bottom):
             cid = t.val_chunk[i]
             cur = chunks[cid]
         y = cur[t.val_off[i]]
-        if t.val_chunk[a] != cid:
-            cid = t.val_chunk[a]
-            cur = chunks[cid]
-        av = cur[t.val_off[a]]
+        c = t.val_chunk[a]
+        if c == cid:  # statements, not a conditional expression: that one cost 20 ns a node
+            av = cur[t.val_off[a]]
+        else:
+            if c != oid:
+                oid = c
+                ocur = chunks[oid]
+            av = ocur[t.val_off[a]]
         ga = adj_off[a]
         g = adj[go]
         if op <= CLAMP:
@@ -304,10 +302,14 @@ def sweep_scalars(t, chunks, adj, adj_off, top, bottom):
                 adj[ga] += g * unary_d_inlined(op, av, y, const(t, i, 0), const(t, i, 1))
             continue
         b = t.args[p + 1]
-        if t.val_chunk[b] != cid:
-            cid = t.val_chunk[b]
-            cur = chunks[cid]
-        bv = cur[t.val_off[b]]
+        c = t.val_chunk[b]
+        if c == cid:
+            bv = cur[t.val_off[b]]
+        else:
+            if c != oid:
+                oid = c
+                ocur = chunks[oid]
+            bv = ocur[t.val_off[b]]
         gb = adj_off[b]
         if ga >= 0 and ga == gb:  # x (op) x, as binary_vjp
             adj[ga] += g * (binary_da_inlined(op, av, bv, y) + binary_db_inlined(op, av, bv, y))
@@ -324,7 +326,11 @@ def other_ops_below(t, adj_off, top, bottom):
     """The index below the run of ops from ``top`` down that ``sweep_scalars`` leaves to
     ``reverse_sweep`` (the next one it takes, or ``bottom - 1``)."""
     for i in range(top - 1, bottom - 1, -1):
-        if adj_off[i] >= 0 and t.opcodes[i] != LEAF and _one_element(t, i, t.opcodes[i]):
+        op = t.opcodes[i]
+        if adj_off[i] < 0 or op == LEAF or t.sizes[i] != 1 or op > MINIMUM:
+            continue
+        p = t.arg_ptr[i]
+        if op <= CLAMP or (t.sizes[t.args[p]] == 1 and t.sizes[t.args[p + 1]] == 1):
             return i
     return bottom - 1
 

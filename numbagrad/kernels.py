@@ -57,10 +57,21 @@ def iparams_of(t, i):
     return t.iparams[t.iparam_ptr[i]:t.iparam_ptr[i + 1]]
 
 
+# A helper that takes the tape (a tuple of 14 arrays) and branches inside costs 50-130 ns a
+# call: Numba increfs every member where it is inlined and its reference-count pruner cannot
+# pair the increfs with the decrefs across the branch (a branch-free helper, or one handed
+# two arrays, costs nothing).  So const hands its two arrays to the helper that branches.
+# W2's eager backward spent 1.0 of its 1.1 ms there (benchmarks/NOTES.md, 2026-12-05).
 @inline
 def const(t, i, r):
-    p = t.const_ptr[i] + r
-    return t.consts[p] if p < t.const_ptr[i + 1] else 0.0
+    return const_at(t.const_ptr, t.consts, i, r)
+
+
+@inline
+def const_at(const_ptr, consts, i, r):
+    """Constant r of op i (0.0 where the op has fewer)."""
+    p = const_ptr[i] + r
+    return consts[p] if p < const_ptr[i + 1] else 0.0
 
 
 # ---------------------------------------------------------------- broadcasting
