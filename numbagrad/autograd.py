@@ -23,6 +23,7 @@ from .sweeps import plan_adjoints, reverse_sweep, PAR_MIN, FREED, REQUIRES_GRAD,
     MODIFIED, SECOND_BACKWARD, OK, NEED_BUFFER
 from .ops import (IEEE, LEAF, NEG, CLAMP, ADD, MINIMUM, unary_d_inlined, binary_da_inlined,
                   binary_db_inlined)
+from . import kernels as K
 from .kernels import const
 from .codegen import zero_fill
 from .fusion import FusionPlan, plan_segments, segment_reverse
@@ -382,20 +383,21 @@ def _sweep_units(t, chunks, adj, adj_off, top, par_min, bottom, fused):
         _sweep(t, chunks, adj, adj_off, hi, par_min, bottom)
 
 
-def _as_chunk_list(chunks):
-    """``chunks`` as a typed list: itself, or a list holding the one array given."""
+def _borrowed_chunk_list(chunks):
+    """``chunks`` as a typed list of borrowed arrays (``kernels.borrowed_chunks``), from a typed
+    list or from the one array given."""
     raise NotImplementedError("jit-code only")
 
 
-@overload(_as_chunk_list)
-def _as_chunk_list_impl(chunks):
+@overload(_borrowed_chunk_list)
+def _borrowed_chunk_list_impl(chunks):
     if isinstance(chunks, types.Array):
         def one(chunks):
             out = List()
-            out.append(chunks)
+            out.append(K.borrowed(chunks))
             return out
         return one
-    return lambda chunks: chunks
+    return lambda chunks: K.borrowed_chunks(chunks)
 
 
 @njit(**IEEE, cache=True)
@@ -417,7 +419,10 @@ def backward_sweep(t, values, flag_column, seed_nodes, seeds, free, par_min, adj
     A small tensor's backward used to pay for each step's call and NumPy temporaries
     separately: 30 us, against 4 us of sweeping.
     """
-    chunks = _as_chunk_list(values)
+    # the tape and values borrowed (kernels.borrowed): counting references to them was a fifth
+    # of a small backward's sweep
+    t = K.borrowed(t)
+    chunks = _borrowed_chunk_list(values)
     adj_off, total, status, op, node = plan_adjoints(t, seed_nodes)
     if status != OK:
         return adj_off, adj_buf[:0], status, op, node, -1
@@ -433,6 +438,7 @@ def backward_sweep(t, values, flag_column, seed_nodes, seeds, free, par_min, adj
         return adj_off, adj_buf[:0], NEED_BUFFER, total, -1, front
     else:
         adj = np.zeros(total, dtype=seeds.dtype)
+    out, adj = adj, K.borrowed(adj)  # the caller's, or returned: out keeps it alive
     pos, top = 0, np.int64(-1)  # np.int64: see sweeps.SERIAL
     for s in seed_nodes:
         off, n = adj_off[s], t.sizes[s]
@@ -456,7 +462,7 @@ def backward_sweep(t, values, flag_column, seed_nodes, seeds, free, par_min, adj
                 t.flags[i] |= FREED
                 if marked:
                     flag_column[i] |= FREED
-    return adj_off, adj, status, op, node, front
+    return adj_off, out, status, op, node, front
 
 
 # Eager backward sweeps each run of elementwise ops on FUSE_MIN elements or more in one pass

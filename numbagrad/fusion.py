@@ -25,6 +25,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange, literally
 
+from . import kernels as K
 from .kernels import arg, const, is_run
 from .ops import (
     IEEE, PRANGE_ONLY, LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
@@ -707,6 +708,8 @@ def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthread
 @njit(**IEEE, cache=True)
 def replay_forward(t, chunks, buf, plan, par_min, nthreads):
     """Recompute every node from the leaves: segments fused, other ops by ``forward_sweep``."""
+    t, chunks, buf, plan = K.borrowed(t), K.borrowed_chunks(chunks), K.borrowed(buf), \
+        K.borrowed(plan)  # nothing counts references below (kernels.borrowed)
     n = len(t.opcodes)
     seg_start, seg_stop = plan.seg_start, plan.seg_stop
     i = np.int64(0)  # not a literal 0: see sweeps.SERIAL
@@ -723,6 +726,8 @@ def replay_forward(t, chunks, buf, plan, par_min, nthreads):
 def replay_reverse(t, chunks, adj, adj_off, plan, top, par_min, nthreads):
     """Adjoints from ``top`` down (seeds already in ``adj``): segments fused, others by op.
     ``adj_off`` must be the one ``plan`` was made with."""
+    t, chunks, adj, adj_off, plan = K.borrowed(t), K.borrowed_chunks(chunks), K.borrowed(adj), \
+        K.borrowed(adj_off), K.borrowed(plan)  # as in replay_forward
     seg_start, seg_stop = plan.seg_start, plan.seg_stop
     hi = top
     for s in range(len(seg_start) - 1, -1, -1):

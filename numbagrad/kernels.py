@@ -27,6 +27,7 @@ the op's whole tangent.  ``tan`` and ``adjdot`` have the values' dtype.
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, literally, types
+from numba.typed import List
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -72,6 +73,56 @@ def const_at(const_ptr, consts, i, r):
     """Constant r of op i (0.0 where the op has fewer)."""
     p = const_ptr[i] + r
     return consts[p] if p < const_ptr[i + 1] else 0.0
+
+
+# ---------------------------------------------------------------- borrowed arrays
+# Numba counts references to an array's memory with atomic operations: every view a kernel
+# slices, every chunk it takes from the typed list and every call handed the tape (14 arrays)
+# adds and drops one.  On small ops that is most of the work, and where threads share the
+# arrays (W5's Jacobian rows) the counters bounce between cores: half of W5's time was spent
+# on them (perf, 2026-12-05).  A borrowed array is the same array without its reference
+# counter (a null meminfo, which Numba's incref and decref skip), so a sweep handed borrowed
+# arrays counts nothing.  It must not outlive its owner: borrow only what the caller holds
+# for the whole call (the arguments of a compiled entry point), or what the function itself
+# keeps alive (``keep_alive``), and never return a borrowed array.
+
+@intrinsic
+def borrowed(typingctx, x):
+    """``x`` (an array, or a tuple of arrays and tuples of arrays, the tape among them) without
+    reference counting."""
+    def borrow(context, builder, typ, value):
+        if isinstance(typ, types.Array):
+            ary = context.make_array(typ)(context, builder, value)
+            ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
+            ary.parent = cgutils.get_null_value(ary.parent.type)
+            return ary._getvalue()
+        return context.make_tuple(builder, typ, [
+            borrow(context, builder, ty, builder.extract_value(value, k))
+            for k, ty in enumerate(typ)])
+
+    def borrowable(typ):
+        return isinstance(typ, types.Array) or isinstance(typ, types.BaseTuple) and all(
+            borrowable(ty) for ty in typ)
+
+    if not borrowable(x):
+        return None
+    return x(x), lambda context, builder, sig, args: borrow(context, builder, sig.args[0],
+                                                             args[0])
+
+
+@intrinsic
+def keep_alive(typingctx, x):
+    """A use of ``x`` that keeps it alive up to here (the owner of arrays borrowed from it)."""
+    return types.none(x), lambda context, builder, sig, args: context.get_dummy_value()
+
+
+@jit
+def borrowed_chunks(chunks):
+    """A typed list of the arrays in ``chunks``, borrowed (the caller holds ``chunks``)."""
+    out = List()
+    for c in chunks:
+        out.append(borrowed(c))
+    return out
 
 
 # ---------------------------------------------------------------- broadcasting

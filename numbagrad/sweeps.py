@@ -85,6 +85,9 @@ def plan_adjoints(t, seed_nodes):
 @njit(**IEEE, cache=True)
 def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom):
     """Accumulate adjoints from node ``top`` down to ``bottom`` (seeds already in ``adj``)."""
+    # the caller holds these for the call: borrowed, kernels count no references to them
+    # (kernels.borrowed; a driver that loops over sweeps borrows its chunk list too)
+    t, adj, adj_off = K.borrowed(t), K.borrowed(adj), K.borrowed(adj_off)
     for i in range(top, bottom - 1, -1):
         if adj_off[i] < 0:
             continue
@@ -127,6 +130,7 @@ def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom):
 @njit(**IEEE, cache=True)
 def forward_sweep(t, chunks, start, stop, par_min):
     """Recompute the values of ops start..stop-1 from their operands (leaves are given)."""
+    t = K.borrowed(t)  # as in reverse_sweep
     for i in range(start, stop):
         op = t.opcodes[i]
         if op == LEAF: continue

@@ -64,7 +64,7 @@ PARALLEL_ROWS = 16
 
 # ---------------------------------------------------------------- Numba drivers
 
-@njit(**IEEE, parallel=PRANGE_ONLY, cache=True)
+@njit(**IEEE, cache=True)
 def _jacobian_rows(t, chunks, adj_off, total, out_node, spans, jac, nblocks):
     """Row r of ``jac`` is the gradient of output element r: one reverse sweep per row.
 
@@ -73,18 +73,29 @@ def _jacobian_rows(t, chunks, adj_off, total, out_node, spans, jac, nblocks):
     (adjoint offset, first column, width, add): an input's adjoint and the columns of ``jac`` it
     goes to (an argument recorded as several leaf nodes adds all of them).
     """
+    # the threads share these: borrowed (kernels.borrowed), so that nothing counts references.
+    # (The parallel loop is a function of its own: Numba's parfors find a tuple such as the
+    # tape only where it is an argument.)
+    _jacobian_blocks(K.borrowed(t), K.borrowed_chunks(chunks), K.borrowed(adj_off), total,
+                     out_node, K.borrowed(spans), K.borrowed(jac), nblocks)
+
+
+@njit(**IEEE, parallel=PRANGE_ONLY, cache=True)
+def _jacobian_blocks(t, chunks, adj_off, total, out_node, spans, jac, nblocks):
     m = jac.shape[0]
     o = adj_off[out_node]
     for b in prange(nblocks):
-        adj = np.zeros(total, dtype=jac.dtype)
+        own = np.zeros(total, dtype=jac.dtype)
+        adj = K.borrowed(own)
         for r in range(b, m, nblocks):
             adj[:] = 0.0
             adj[o + r] = 1.0
             reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL, np.int64(0))
             _add_spans(adj, spans, jac, r)
+        K.keep_alive(own)
 
 
-@njit(**IEEE, parallel=PRANGE_ONLY, cache=True)
+@njit(**IEEE, cache=True)
 def _batch_rows(t, init, X, in_off, adj_off, total, out_node, spans, vals, grads, nblocks):
     """Value and gradient of a scalar output at each row of ``X``, one forward and one reverse
     sweep per row, rows spread over threads.
@@ -93,14 +104,22 @@ def _batch_rows(t, init, X, in_off, adj_off, total, out_node, spans, vals, grads
     buffer.  ``in_off`` are the value offsets of the argument's leaf nodes (a row is written into
     each); ``spans`` map adjoint positions to columns of ``grads`` as in ``_jacobian_rows``.
     """
+    B = K.borrowed  # as in _jacobian_rows
+    _batch_blocks(B(t), init, B(X), B(in_off), B(adj_off), total, out_node, B(spans), B(vals),
+                  B(grads), nblocks)
+
+
+@njit(**IEEE, parallel=PRANGE_ONLY, cache=True)
+def _batch_blocks(t, init, X, in_off, adj_off, total, out_node, spans, vals, grads, nblocks):
     B, n = X.shape
     vo = t.val_off[out_node]
     o = adj_off[out_node]
     for b in prange(nblocks):
-        buf = init.copy()
+        own_buf = init.copy()
+        own_adj = np.zeros(max(total, 1), dtype=init.dtype)
+        buf, adj = K.borrowed(own_buf), K.borrowed(own_adj)
         chunks = List()
         chunks.append(buf)
-        adj = np.zeros(max(total, 1), dtype=init.dtype)
         for r in range(b, B, nblocks):
             # kernels overwrite every non-leaf slot, so only the input slots need writing
             for q in range(len(in_off)):
@@ -113,6 +132,8 @@ def _batch_rows(t, init, X, in_off, adj_off, total, out_node, spans, vals, grads
                 adj[o] = 1.0
                 reverse_sweep(t, chunks, adj, adj_off, out_node, SERIAL, np.int64(0))
                 _add_spans(adj, spans, grads, r)
+        K.keep_alive(own_buf)
+        K.keep_alive(own_adj)
 
 
 @njit(**IEEE, cache=True)
