@@ -80,7 +80,7 @@ from numba.typed import List
 
 from .fusion import BLOCK, plan_rows
 from .ops import IEEE
-from .innumba_sweeps import VALUE, GRAD, VJP, JVP, HVP, entry_for
+from .innumba_sweeps import VALUE, GRAD, VJP, JVP, HVP, FIELDS as _FIELDS, entry_for
 from .sweeps import plan_tangents
 from .tensor import GUARD_TRUTH
 from .trace import GuardError
@@ -93,21 +93,6 @@ __all__ = ["NumbaHandle", "handle_for"]
 # function): that load then fails with "Symbol not found: allocate_sched".  Start it up front.
 numba.get_num_threads()
 
-# Every field of a handle.  Tape and plans are shared between copies; the buffers are per copy.
-_FIELDS = (
-    "t",                     # the replay tape (TapeArrays)
-    "adj_off", "tan_off",    # per-node adjoint / tangent offsets (-1: none)
-    "seg_start", "seg_stop", "ext", "prog", "pc",   # fused plan (fusion.plan_fusion)
-    "rows", "rcs",           # its segments' rows and constants (fusion.plan_rows)
-    "zero",                  # (lo, hi) adjoint ranges a fused reverse reads, zeroed before it
-    "inputs",                # one row per input leaf node (innumba_sweeps.IN_* columns)
-    "g_off", "g_ptr", "g_vals", "g_truth",   # guards: value offset, recorded values, kind
-    "n", "m",                # input length (arguments flattened, concatenated), output length
-    "out_node", "out_val", "out_adj", "out_tan",   # the output node and its offsets
-    "entry",                 # address of the compiled sweeps for this handle's type
-    # work buffers, one set per copy
-    "chunks", "buf", "adj", "adjdot", "tan", "sv", "gv", "sums",
-)
 
 @structref.register
 class NumbaHandleType(types.StructRef):
