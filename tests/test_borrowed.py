@@ -62,3 +62,33 @@ def test_gradients_keep_their_memory():
     np.testing.assert_allclose(x.grad.numpy(), 4 * (np.linspace(-1, 1, 3) + 2) / 3)
     expect = 2 * (np.linspace(-1, 1, 1 << 18) - 1) / (1 << 18) + 18 * np.linspace(-1, 1, 1 << 18)
     np.testing.assert_allclose(big.grad.numpy(), expect, rtol=1e-12, atol=1e-15)
+
+
+def test_drivers_that_borrow_free_what_they_allocate():
+    from numba.core.runtime import rtsys, _nrt_python
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((20, 30))
+    jac = ng.trace(lambda x: ng.tanh(ng.tensor(A) @ x) * x[:20], rng.standard_normal(30))
+    batch = ng.trace(lambda x: (x[1:] - x[:-1] ** 2).sum(), rng.standard_normal(8))
+    x, X, J = rng.standard_normal(30), rng.standard_normal((40, 8)), np.empty((20, 30))
+
+    def step():
+        jac.jacobian(x, out=J)
+        batch.grad_batch(X)
+        t = ng.tensor(X[0], requires_grad=True)
+        (2 * (t + 2) ** 2).mean().backward()
+
+    step()
+    was_on = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    try:
+        before = rtsys.get_allocation_stats()
+        for _ in range(20):
+            step()
+        after = rtsys.get_allocation_stats()
+    finally:
+        if not was_on:
+            _nrt_python.memsys_disable_stats()
+    assert after.alloc - before.alloc > 0  # the drivers did allocate ...
+    assert after.alloc - after.free == before.alloc - before.free  # ... and freed it all
+    assert after.mi_alloc - after.mi_free == before.mi_alloc - before.mi_free
