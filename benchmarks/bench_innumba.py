@@ -49,10 +49,7 @@ class InNumbaGrad:
 
     def _sweeps(self, calls):
         f = self.f
-        buf, chunks, adj = f._buffers()
-        zero = f._zero_ranges
-        pure_sweeps(f._t, chunks, buf, adj, f._adj_off, f._plan, zero, f._out_node, calls,
-                    numba.get_num_threads())
+        pure_sweeps(f._held(), f._out_node, calls, numba.get_num_threads())
 
     def track_over_pure_sweeps(self, workload):
         sweeps = self._sweeps

@@ -42,11 +42,9 @@ def in_numba(h, x, g, calls):
 
 
 @njit(error_model="numpy", cache=True)
-def pure_sweeps(t, chunks, buf, adj, adj_off, plan, zero, out_node, calls,
-                nthreads):
+def pure_sweeps(held, out_node, calls, nthreads):
     for _ in range(calls):  # what Traced.value_and_grad runs, without its Python around it
-        _replay_value_and_grad(t, chunks, buf, adj, adj_off, plan, zero, out_node, PAR_MIN,
-                               nthreads)
+        _replay_value_and_grad(held, out_node, PAR_MIN, nthreads)
 
 
 def per_call(fn, calls, rounds=7):
@@ -63,12 +61,11 @@ def measure(name, f, args, calls):
     h = f.numba()
     x = np.concatenate([np.ravel(a) for a in args])
     g = np.empty_like(x)
-    buf, chunks, adj = f._buffers()
+    buf, _, _ = f._buffers()
     for a, nodes in zip(args, f._in_nodes):
         for k in nodes:
             o = f._t.val_off[k]
             buf[o:o + np.size(a)] = np.ravel(a)
-    zero = f._zero_ranges
     nthreads = numba.get_num_threads()
 
     def run_numba(k):
@@ -79,8 +76,7 @@ def measure(name, f, args, calls):
             f.grad(*args)
 
     def run_sweeps(k):
-        pure_sweeps(f._t, chunks, buf, adj, f._adj_off, f._plan, zero, f._out_node,
-                    k, nthreads)
+        pure_sweeps(f._held(), f._out_node, k, nthreads)
 
     expected = f.grad(*args)
     in_numba(h, x, g, 1)
