@@ -104,9 +104,10 @@ def _batch_rows(t, init, X, in_off, adj_off, total, out_node, spans, vals, grads
     buffer.  ``in_off`` are the value offsets of the argument's leaf nodes (a row is written into
     each); ``spans`` map adjoint positions to columns of ``grads`` as in ``_jacobian_rows``.
     """
-    B = K.borrowed  # as in _jacobian_rows
-    _batch_blocks(B(t), init, B(X), B(in_off), B(adj_off), total, out_node, B(spans), B(vals),
-                  B(grads), nblocks)
+    # borrowed as in _jacobian_rows (init is copied per block, so it stays counted)
+    _batch_blocks(K.borrowed(t), init, K.borrowed(X), K.borrowed(in_off), K.borrowed(adj_off),
+                  total, out_node, K.borrowed(spans), K.borrowed(vals), K.borrowed(grads),
+                  nblocks)
 
 
 @njit(**IEEE, parallel=PRANGE_ONLY, cache=True)
