@@ -143,6 +143,31 @@ def test_weights_read_by_one_matrix_product_skip_the_buffers():
     assert_same(interp.value_and_grad(*args2), comp.value_and_grad(*args2))
 
 
+def test_weights_changed_in_place_between_calls_are_read_again():
+    # a thread keeps the chunk list of the weights read in place while the same arrays come
+    # back (Traced._mm_chunks): an SGD step writes into them, and a weight made read-only
+    # since is copied in instead
+    rng = np.random.default_rng(7)
+    X = ng.tensor(rng.standard_normal((20, 12)))
+    W, b = rng.standard_normal((12, 8)), rng.standard_normal(8)
+    pad = rng.standard_normal(trace_module.SMALL_IO_MAX)
+
+    def f(W, b, pad):
+        return (ng.tanh(X @ W + b) ** 2).sum() + (pad * pad).sum()
+
+    interp, comp = pair(f, [W, b, pad])
+    for _ in range(3):
+        expected = interp.value_and_grad(W, b, pad)
+        assert_same(expected, comp.value_and_grad(W, b, pad))
+        assert sorted(comp._mm_direct) == [0]
+        W -= 0.1 * expected[1][0]
+        b -= 0.1 * expected[1][1]
+    W.flags.writeable = False
+    assert_same(interp.value_and_grad(W, b, pad), comp.value_and_grad(W, b, pad))
+    W2 = np.array(W) * 2  # another array: a new list
+    assert_same(interp.value_and_grad(W2, b, pad), comp.value_and_grad(W2, b, pad))
+
+
 def test_grad_batch_whole_rows_in_one_kernel():
     rosen = CASES["rosenbrock"][0]
     X = np.random.default_rng(4).standard_normal((40, 30))
