@@ -184,6 +184,48 @@ def _hold(t, chunks, buf, adj, adj_off, plan, zero):
     return held
 
 
+# The interpreted pieces of a replay through compiled segments (Traced._run_forward and
+# _run_reverse), each taking the tape and buffers as ``_hold``'s one typed list: Numba took the
+# tape's 14 arrays across one by one in every call, 3.3 us a call, six to ten calls a replay.
+@njit(**IEEE, cache=True)
+def _held_forward(held, start, stop, par_min):
+    t, chunks, buf, adj, adj_off, plan, zero = held[0]
+    forward_sweep(t, chunks, start, stop, par_min)
+
+
+@njit(**IEEE, cache=True)
+def _held_segment_forward(held, start, stop, par_min, nthreads):
+    t, chunks, buf, adj, adj_off, plan, zero = held[0]
+    segment_forward(t, chunks, buf, plan, start, stop, par_min, nthreads)
+
+
+@njit(**IEEE, cache=True)
+def _held_reverse(held, top, par_min, bottom):
+    t, chunks, buf, adj, adj_off, plan, zero = held[0]
+    reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom)
+
+
+@njit(**IEEE, cache=True)
+def _held_segment_reverse(held, start, stop, par_min, nthreads):
+    t, chunks, buf, adj, adj_off, plan, zero = held[0]
+    segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads)
+
+
+@njit(**IEEE, cache=True)
+def _held_matmul_grad_into(held, i, side, out):
+    t, chunks, buf, adj, adj_off, plan, zero = held[0]
+    _matmul_grad_into(t, chunks, adj, adj_off, i, side, out)
+
+
+@njit(**IEEE, cache=True)
+def _held_seed(held, ranges, o):
+    """Clear the adjoint ``ranges`` ((lo, hi) rows), then seed slot ``o`` with 1."""
+    adj = held[0][3]
+    for r in range(ranges.shape[0]):
+        adj[ranges[r, 0]:ranges[r, 1]] = 0.0
+    adj[o] = 1.0
+
+
 @njit(**IEEE, cache=True)
 def _replay_value_and_grad(held, out_node, par_min, nthreads):
     """Traced.value_and_grad's sweeps in one compiled call.  The tape, the plan and the buffers
@@ -618,6 +660,7 @@ class Traced:
         # every argument a single value (W2's scalars): moved with one NumPy call each way
         self._scalar_args = self._small_io is not None and all(s == () for s in self.arg_shapes)
         self._scalar_segs = self._plan_scalar_only(replay)
+        self._seg_bounds = list(zip(self._plan.seg_start.tolist(), self._plan.seg_stop.tolist()))
         # ... whose value_and_grad takes Python floats as they are (_check(floats=True))
         self._takes_floats = self._scalar_segs is not None and self._scalar_args \
             and self.dtype == np.float64
@@ -768,7 +811,7 @@ class Traced:
         fused = fused and not anomaly.is_anomaly_enabled()  # per-node values for the check
         self._load(arrs, buf)
         if fused and self._compiled():
-            self._run_forward(buf, chunks, {})
+            self._run_forward(self._held(), buf, {})
         elif fused:
             replay_forward(self._t, chunks, buf, self._plan, PAR_MIN, numba.get_num_threads())
         else:
@@ -826,7 +869,7 @@ class Traced:
             return self._collect(adj)
         adj[o:o + self._out_size] = seed
         if compiled:
-            self._run_reverse(self._local.buf, chunks, adj, {}, {})
+            self._run_reverse(self._held(), self._local.buf, adj, {}, {})
         elif fused:
             replay_reverse(self._t, chunks, adj, self._adj_off, self._plan,
                            self._out_node, PAR_MIN, numba.get_num_threads())
@@ -1027,8 +1070,9 @@ class Traced:
             self._mm_t = t._replace(val_chunk=val_chunk, val_off=val_off)
             self._mm_adj_off = mm_adj_off
         self._cg_zero = self._ranges(np.flatnonzero((adj_off >= 0) & (p.ext != 1) & ~assigned))
-        self._cg_zero_vg = self._ranges(
-            np.flatnonzero((adj_off >= 0) & (p.ext != 1) & ~assigned & ~out_nodes))
+        self._cg_zero_vg = np.array(self._ranges(
+            np.flatnonzero((adj_off >= 0) & (p.ext != 1) & ~assigned & ~out_nodes)),
+            dtype=np.int64).reshape(-1, 2)  # (lo, hi) rows
 
     def _ranges(self, nodes):
         """The adjoint slots of ``nodes`` as merged (lo, hi) ranges."""
@@ -1057,44 +1101,42 @@ class Traced:
             to.append(off if g is None else shift)
         return tuple(XS) or (buf,), xo, tuple(TS) or (adj,), to
 
-    def _run_forward(self, buf, chunks, direct, skip_final=False, t=None):
-        """replay_forward with the compiled segments run by their own kernels (``t``: the tape
-        the interpreted ops read, ``_mm_t`` when arguments have chunks of their own)."""
-        t = self._t if t is None else t
-        p, segs = self._plan, self._segments
+    def _run_forward(self, held, buf, direct, skip_final=False):
+        """replay_forward with the compiled segments run by their own kernels; ``held``: the
+        tape and chunks the interpreted ops read (``_held``, or ``_mm_held`` when arguments
+        have chunks of their own)."""
+        segs = self._segments
         nt = numba.get_num_threads()
         i = 0
-        for s, (a, b) in enumerate(zip(p.seg_start.tolist(), p.seg_stop.tolist())):
+        for s, (a, b) in enumerate(self._seg_bounds):
             if i < a:
-                forward_sweep(t, chunks, i, a, PAR_MIN)
+                _held_forward(held, i, a, PAR_MIN)
             seg = segs.get(s)
             if seg is None:
-                segment_forward(t, chunks, buf, p, a, b, PAR_MIN, nt)
+                _held_segment_forward(held, a, b, PAR_MIN, nt)
             elif not (skip_final and s == self._cg_final):
                 XS, xo, _, _ = self._slots(seg, buf, buf, direct, {})
                 seg.forward(buf, nt, XS, xo)
             i = b
-        if i < len(t.opcodes):
-            forward_sweep(t, chunks, i, len(t.opcodes), PAR_MIN)
+        if i < len(self._t.opcodes):
+            _held_forward(held, i, len(self._t.opcodes), PAR_MIN)
 
-    def _run_reverse(self, buf, chunks, adj, direct, gout, final=False, t=None, adj_off=None):
+    def _run_reverse(self, held, buf, adj, direct, gout, final=False):
         """replay_reverse with the compiled segments run by their own kernels; ``final``: the
         last segment's forward was left to this pass (``_run_forward(skip_final=True)``);
-        ``t``, ``adj_off``: as the interpreted ops see them (see ``_mm_direct``)."""
-        t = self._t if t is None else t
-        adj_off = self._adj_off if adj_off is None else adj_off
-        p, segs = self._plan, self._segments
+        ``held``: as in ``_run_forward``, with the adjoint offsets the interpreted ops use."""
+        segs = self._segments
         nt = numba.get_num_threads()
         hi = self._out_node
-        for s in range(len(p.seg_start) - 1, -1, -1):
-            a, b = int(p.seg_start[s]), int(p.seg_stop[s])
+        for s in range(len(self._seg_bounds) - 1, -1, -1):
+            a, b = self._seg_bounds[s]
             if a > hi:
                 continue
             if b - 1 < hi:
-                reverse_sweep(t, chunks, adj, adj_off, hi, PAR_MIN, b)
+                _held_reverse(held, hi, PAR_MIN, b)
             seg = segs.get(s)
             if seg is None or b - 1 > hi:  # only part of it is reached: the interpreter
-                segment_reverse(t, chunks, adj, adj_off, p, a, min(b, hi + 1), PAR_MIN, nt)
+                _held_segment_reverse(held, a, min(b, hi + 1), PAR_MIN, nt)
             else:
                 XS, xo, TS, to = self._slots(seg, buf, adj, direct, gout)
                 if final and s == self._cg_final:
@@ -1103,18 +1145,18 @@ class Traced:
                     seg.reverse(buf, adj, seg.closing_seed(adj), nt, XS, xo, TS, to)
             hi = a - 1
         if hi >= 0:
-            reverse_sweep(t, chunks, adj, adj_off, hi, PAR_MIN, 0)
+            _held_reverse(held, hi, PAR_MIN, 0)
 
-    def _mm_chunks(self, arrs, buf):
-        """The value buffer, then the arguments read in place by their matrix product
-        (``_mm_direct``), as a typed list.  A thread keeps the last one with the arrays in it:
-        a training loop passes the same weight arrays every step, and building the list took
-        17-22 us of W4's replay."""
+    def _mm_held(self, arrs, buf, adj):
+        """``_held`` with the tape and chunks that read the value buffer, then the arguments
+        read in place by their matrix product (``_mm_direct``).  A thread keeps the last one
+        with the arrays in it: a training loop passes the same weight arrays every step, and
+        building the chunk list took 17-22 us of W4's replay."""
         loc = self._local
         own = [arrs[i] for i in self._mm_direct]
         last = getattr(loc, "mm_args", None)
         if last is not None and all(a is b and a.flags.writeable for a, b in zip(own, last)):
-            return loc.mm_chunks
+            return loc.mm_held
         mm_chunks = chunk_list(buf)
         in_place = True
         for a in own:
@@ -1123,8 +1165,10 @@ class Traced:
                 in_place = False
             append_chunk(mm_chunks, a.reshape(-1))
         # a copy is not kept: the next call's values may differ
-        loc.mm_args, loc.mm_chunks = (own if in_place else None), mm_chunks
-        return mm_chunks
+        loc.mm_args = own if in_place else None
+        loc.mm_held = _hold(self._mm_t, mm_chunks, buf, adj, self._mm_adj_off, self._plan,
+                            self._zero_ranges)
+        return loc.mm_held
 
     def _compiled_value_and_grad(self, arrs, outs):
         """value_and_grad through compiled segments: arguments read in place where only
@@ -1137,11 +1181,7 @@ class Traced:
             if a.dtype == self.dtype and a.flags.c_contiguous and a.flags.aligned \
                     and a.flags.writeable:
                 direct[k] = a.reshape(-1)
-        t, adj_off = self._t, self._adj_off
-        mm_chunks = chunks
-        if self._mm_direct:
-            t, adj_off = self._mm_t, self._mm_adj_off
-            mm_chunks = self._mm_chunks(arrs, buf)
+        held = self._mm_held(arrs, buf, adj) if self._mm_direct else self._held()
         self._load(arrs, buf, skip=direct.keys() | {k for k, _, _ in self._mm_direct.values()})
         gout, grads = {}, {}
         for i, (k, assigned) in self._cg_out.items():
@@ -1156,18 +1196,16 @@ class Traced:
             gout[k], grads[i] = flat, g
         o = self._adj_off[self._out_node]
         final = self._cg_final >= 0 and o >= 0
-        self._run_forward(buf, mm_chunks, direct, skip_final=final, t=t)
+        self._run_forward(held, buf, direct, skip_final=final)
         if o < 0:  # the output does not depend on any argument
             self._check_guards(buf)
             return buf, self._collect(adj)
-        for a, b in self._cg_zero_vg:
-            adj[a:b] = 0
-        adj[o] = 1.0
-        self._run_reverse(buf, mm_chunks, adj, direct, gout, final=final, t=t, adj_off=adj_off)
+        _held_seed(held, self._cg_zero_vg, o)
+        self._run_reverse(held, buf, adj, direct, gout, final=final)
         for i, (k, m, side) in self._mm_direct.items():
             g = outs[i] if outs is not None and outs[i].flags.c_contiguous else \
                 np.empty(self.arg_shapes[i], dtype=self.dtype)
-            _matmul_grad_into(t, mm_chunks, adj, adj_off, m, side, g.reshape(-1))
+            _held_matmul_grad_into(held, m, side, g.reshape(-1))
             grads[i] = g
         self._check_guards(buf)  # guarded values of the last segment are known only now
         rest = self._collect(adj, skip=grads)
