@@ -156,10 +156,12 @@ def _add_spans(adj, spans, out, r):
 
 
 @njit(**IEEE, cache=True)
-def _matmul_grad_into(t, chunks, adj, adj_off, i, side, out):
+def _matmul_grad_into(held, i, side, out):
     """The adjoint of operand ``side`` of matrix product ``i`` (one batch) assigned into
     ``out``: ``kernels.matmul_vjp`` for a slot nobody else writes, with beta = 0 (no zeroing
-    pass, no copy out of the adjoint buffer) and its sparse-row rule."""
+    pass, no copy out of the adjoint buffer) and its sparse-row rule; the tape and buffers as
+    ``_hold`` holds them (see ``_held_forward``)."""
+    t, chunks, buf, adj, adj_off, plan, zero = held[0]
     p = K.iparams_of(t, i)
     m, k, n = p[1], p[2], p[3]
     a, b = K.arg(t, i, 0), K.arg(t, i, 1)
@@ -211,18 +213,18 @@ def _held_segment_reverse(held, start, stop, par_min, nthreads):
     segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads)
 
 
-@njit(**IEEE, cache=True)
-def _held_matmul_grad_into(held, i, side, out):
-    t, chunks, buf, adj, adj_off, plan, zero = held[0]
-    _matmul_grad_into(t, chunks, adj, adj_off, i, side, out)
+@njit(**IEEE, inline="always")
+def _clear_ranges(adj, ranges):
+    """Zero the adjoint ``ranges`` ((lo, hi) rows)."""
+    for r in range(ranges.shape[0]):
+        adj[ranges[r, 0]:ranges[r, 1]] = 0.0
 
 
 @njit(**IEEE, cache=True)
 def _held_seed(held, ranges, o):
-    """Clear the adjoint ``ranges`` ((lo, hi) rows), then seed slot ``o`` with 1."""
+    """Clear the adjoint ``ranges``, then seed slot ``o`` with 1."""
     adj = held[0][3]
-    for r in range(ranges.shape[0]):
-        adj[ranges[r, 0]:ranges[r, 1]] = 0.0
+    _clear_ranges(adj, ranges)
     adj[o] = 1.0
 
 
@@ -235,8 +237,7 @@ def _replay_value_and_grad(held, out_node, par_min, nthreads):
     ranges are cleared; the output is a single value (seed 1)."""
     t, chunks, buf, adj, adj_off, plan, zero = held[0]
     replay_forward(t, chunks, buf, plan, par_min, nthreads)
-    for r in range(zero.shape[0]):
-        adj[zero[r, 0]:zero[r, 1]] = 0.0
+    _clear_ranges(adj, zero)
     o = adj_off[out_node]
     if o >= 0:
         adj[o] = 1.0
@@ -250,8 +251,7 @@ def _scalar_value_and_grad(prog, pc, buf, adj, zero, segs, gy):
     tape's fourteen costs about 5 us a call); ``gy`` is the output's adjoint offset."""
     for s in range(segs.shape[0]):
         scalar_forward(prog, pc, buf, segs[s, 0], segs[s, 1])
-    for r in range(zero.shape[0]):
-        adj[zero[r, 0]:zero[r, 1]] = 0.0
+    _clear_ranges(adj, zero)
     if gy >= 0:
         adj[gy] = 1.0
         for s in range(segs.shape[0] - 1, -1, -1):
@@ -546,8 +546,8 @@ def _merge_repeats(t, keep):
 
     def ragged(values, ptr):
         counts = np.diff(ptr)
+        live = np.repeat(~dead, counts)
         counts[dead] = 0
-        live = np.repeat(~dead, np.diff(ptr))
         return values[live], np.concatenate([[0], np.cumsum(counts)]).astype(ptr.dtype)
 
     args, arg_ptr = ragged(args, ap)
@@ -1256,7 +1256,7 @@ class Traced:
         for i, (k, m, side) in self._mm_direct.items():
             g = outs[i] if outs is not None and outs[i].flags.c_contiguous else \
                 np.empty(self.arg_shapes[i], dtype=self.dtype)
-            _held_matmul_grad_into(held, m, side, g.reshape(-1))
+            _matmul_grad_into(held, m, side, g.reshape(-1))
             grads[i] = g
         self._check_guards(buf)  # guarded values of the last segment are known only now
         rest = self._collect(adj, skip=grads)
