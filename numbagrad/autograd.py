@@ -27,7 +27,7 @@ from . import kernels as K
 from .kernels import const
 from .codegen import zero_fill
 from .fusion import FusionPlan, plan_segments, segment_reverse
-from .tape import Tape, resolve
+from .tape import Tape, resolve, version_counter
 from .tensor import Tensor, as_tensor
 from . import anomaly, pool
 
@@ -666,7 +666,7 @@ def _accumulate(t, g):
         t._grad = Tensor(g)
     else:
         t._grad._data += g
-        t._grad._version[0] += 1
+        version_counter(t._grad)[0] += 1
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,

@@ -21,6 +21,7 @@ from .ops import (
     SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, LOG_SOFTMAX,
     RESHAPE, GATHER, CAT, MATMUL, COMPARE, LT, LE, GT, GE, EQ, NE, NAME_ID,
 )
+from .tape import version_counter
 from .tensor import _shape_arg
 from .tensor import Tensor, record, mark_modified, as_tensor, get_default_dtype, _dim, Size, \
     contiguous
@@ -88,17 +89,15 @@ def _scalar(c):
 
 # ---------------------------------------------------------------- unary elementwise
 
-def _unary(opcode, x, name=None):
+# The functions of the scalar lane's ops (lane.UNARY) try lane.unary in their own frame
+# first, and come here where it does not apply: scalar code calls them a million times a second
+def _unary(opcode, x):
     if type(x) is not Tensor:
         x = _tensor_arg(x)
-    elif opcode in lane.UNARY and name is None:
-        out = lane.unary(opcode, x)
-        if out is not None:
-            return out
     d = x._data
     op = OPS[opcode]
     value = _quietly(op.eager, d if d.dtype.kind == "f" else _float(d))
-    return record(opcode, name or op.name, (x,), value)
+    return record(opcode, op.name, (x,), value)
 
 
 def exp(x):
@@ -108,26 +107,36 @@ def exp(x):
     >>> ng.exp(ng.tensor([0.0, 1.0]))
     tensor([1.0000, 2.7183])
     """
+    if type(x) is Tensor and (out := lane.unary(EXP, x)) is not None:
+        return out
     return _unary(EXP, x)
 
 
 def log(x):
     """Natural logarithm, elementwise."""
+    if type(x) is Tensor and (out := lane.unary(LOG, x)) is not None:
+        return out
     return _unary(LOG, x)
 
 
 def sin(x):
     """Sine, elementwise."""
+    if type(x) is Tensor and (out := lane.unary(SIN, x)) is not None:
+        return out
     return _unary(SIN, x)
 
 
 def cos(x):
     """Cosine, elementwise."""
+    if type(x) is Tensor and (out := lane.unary(COS, x)) is not None:
+        return out
     return _unary(COS, x)
 
 
 def tan(x):
     """Tangent, elementwise."""
+    if type(x) is Tensor and (out := lane.unary(TAN, x)) is not None:
+        return out
     return _unary(TAN, x)
 
 
@@ -138,6 +147,8 @@ def tanh(x):
     >>> ng.tanh(ng.tensor([0.0]))
     tensor([0.])
     """
+    if type(x) is Tensor and (out := lane.unary(TANH, x)) is not None:
+        return out
     return _unary(TANH, x)
 
 
@@ -148,6 +159,8 @@ def sigmoid(x):
 
 def sqrt(x):
     """Square root, elementwise."""
+    if type(x) is Tensor and (out := lane.unary(SQRT, x)) is not None:
+        return out
     return _unary(SQRT, x)
 
 
@@ -791,7 +804,7 @@ def index(x, key):
     value = np.asarray(x._data[key])
     if not _recorded(x):
         return Tensor(value.copy() if np.shares_memory(value, x._data) else value,
-                      version=x._version)
+                      version=version_counter(x))
     if x.ndim == 1 and len(key) == 1 and type(key[0]) is slice:  # x[a:b:c]
         return _gather(x, value, np.arange(*key[0].indices(x.shape[0]), dtype=np.int64), name)
     if name != "IndexBackward0" and value.size * 8 < x._data.size and \

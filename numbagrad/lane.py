@@ -44,6 +44,7 @@ _BIG_INT = 1 << 53  # integer constants up to this convert to float exactly (as 
 
 _new = object.__new__
 _grad_state = grad_mode._state
+_grad_off = grad_mode._off  # threads with grad off: while 0, no thread-local read
 _anomaly = anomaly._active
 
 
@@ -113,13 +114,26 @@ def unary(opcode, x):
         if d.ndim or d.dtype is not F64:
             return None
         v = d.item()
-    if not _grad_state.enabled or _anomaly[0]:
+    if _grad_off[0] and not _grad_state.enabled or _anomaly[0]:
         return None
     f = _FORWARD.get(opcode) or _choose(opcode)
     try:
         v = f(v)
     except (ValueError, OverflowError):  # the C library's domain and range errors
         v = _CHOSEN[opcode][1](v)
+    if x._pending is None and x._tape_ is None and x._requires_grad:
+        # an untaped leaf (half of scalar code's unary ops): the result waits (_waiting in line)
+        out = _new(Tensor)
+        out._array = None
+        out._scalar = v
+        out._pending = (opcode, NAME_OF[opcode], (x,), (), 1)
+        out._tape_ = None
+        out._node_ = -1
+        out._requires_grad = True
+        out._grad = None
+        out._version = None  # made at the first need (tape.version_counter)
+        out._retains_grad = False
+        return out
     return _result1(opcode, NAME_OF[opcode], x, v, ())
 
 
@@ -138,7 +152,8 @@ def _result1(opcode, name_id, x, v, consts):
 def with_const(opcode, name_id, x, c):
     """``opcode`` on the tensor ``x`` and the Python number ``c``, or None."""
     v = x._scalar
-    if v is None and (v := _array_value(x)) is None or not _grad_state.enabled or _anomaly[0]:
+    if v is None and (v := _array_value(x)) is None or \
+            _grad_off[0] and not _grad_state.enabled or _anomaly[0]:
         return None
     if type(c) is not float and not (type(c) is int and -_BIG_INT <= c <= _BIG_INT):
         return None
@@ -256,7 +271,7 @@ power = _with_number(POW_C, _POW_NAME, lambda x, c: F.pow(x, c), "``x ** c`` (Te
 def _binary(opcode, name_id, a, b, v):
     """The tensor holding ``v``, the value of ``opcode`` on the 0-d float64 tensors ``a`` and
     ``b``, recorded or waiting; the general path's result where the lane does not record."""
-    if not _grad_state.enabled or _anomaly[0]:
+    if _grad_off[0] and not _grad_state.enabled or _anomaly[0]:
         return F._binary_tensors(opcode, a, b)
     # the common cases first, without _result's loop: operands on one tape (or untaped
     # leaves), or a waiting tree meeting a tape
@@ -273,13 +288,45 @@ def _binary(opcode, name_id, a, b, v):
         elif pb is not None:
             _record_tree(b, tape)
             tb = tape
-        return _taped(tape, opcode, name_id, (
-            a._node_ if ta is tape else tape.leaf(a), b._node_ if tb is tape else tape.leaf(b)),
-            v, (), a._requires_grad or b._requires_grad)
+        na = a._node_ if ta is tape else tape.leaf(a)
+        nb = b._node_ if tb is tape else tape.leaf(b)
+        grad = a._requires_grad or b._requires_grad
+        out = _new(Tensor)  # _taped, and tape.record_scalar, in line: a call is 5% of an op
+        out._array = None
+        out._scalar = v
+        out._pending = None
+        out._tape_ = tape
+        off = tape._small_used
+        if off < tape._small_size:
+            tape._small_slots[off] = v
+            tape._small_used = off + 1
+            chunk = tape._small_id
+        else:
+            chunk, off = tape.store(np.array(v))
+        tape._args.extend((na, nb))
+        tape._rows.extend((opcode, name_id, REQUIRES_GRAD if grad else 0, 2, (), 1, (), (),
+                           chunk, off))
+        out._node_ = k = tape._len
+        tape._len = k + 1
+        out._requires_grad = grad
+        out._grad = None
+        out._version = None
+        out._retains_grad = False
+        return out
     elif tape is None and ta is None and tb is None:  # untaped leaves or waiting: wait
         size = 1 + (0 if pa is None else pa[4]) + (0 if pb is None else pb[4])
         if size <= PENDING_MAX and (a._requires_grad or b._requires_grad):
-            return _waiting(opcode, name_id, (a, b), (), size, v)
+            out = _new(Tensor)  # _waiting, in line
+            out._array = None
+            out._scalar = v
+            out._pending = (opcode, name_id, (a, b), (), size)
+            out._tape_ = None
+            out._node_ = -1
+            out._requires_grad = True
+            out._grad = None
+            out._version = None
+            out._retains_grad = False
+            return out
     return _result(opcode, name_id, (a, b), v, ())
 
 
@@ -293,7 +340,7 @@ def _waiting(opcode, name_id, operands, consts, size, v):
     out._node_ = -1
     out._requires_grad = True
     out._grad = None
-    out._version = [0]
+    out._version = None
     out._retains_grad = False
     return out
 
@@ -309,7 +356,7 @@ def _taped(tape, opcode, name_id, nodes, v, consts, grad):
                                     REQUIRES_GRAD if grad else 0)
     out._requires_grad = grad
     out._grad = None
-    out._version = [0]
+    out._version = None
     out._retains_grad = False
     return out
 
@@ -399,7 +446,18 @@ def _record_tree(x, tape):
             o._tape_, o._node_ = t, k
             nodes.append(k)
     v = x._scalar
-    x._node_ = tape.record_scalar(opcode, name_id, tuple(nodes),
-                                 x._array.item() if v is None else v, consts, REQUIRES_GRAD)
+    if v is None:
+        v = x._array.item()
+    off = tape._small_used  # tape.record_scalar, in line (as in _binary)
+    if off < tape._small_size:
+        tape._small_slots[off] = v
+        tape._small_used = off + 1
+        chunk = tape._small_id
+    else:
+        chunk, off = tape.store(np.array(v))
+    tape._args.extend(nodes)
+    tape._rows.extend((opcode, name_id, REQUIRES_GRAD, len(nodes), (), 1, consts, (), chunk, off))
+    x._node_ = k = tape._len
+    tape._len = k + 1
     x._tape_ = tape
     x._pending = None

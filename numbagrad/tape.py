@@ -45,14 +45,17 @@ _INT_COLUMNS = {  # column: array.array typecode, NumPy dtype
 }
 _POINTERS = ("arg_ptr", "shape_ptr", "const_ptr", "iparam_ptr")
 
-# A queued node is ROW consecutive items of Tape._rows: opcode, name id, flags, operands (a
-# tuple of nodes), shape, size, constants, integer parameters, value chunk, value offset
+# A queued node is ROW consecutive items of Tape._rows: opcode, name id, flags, its number of
+# operands, shape, size, constants, integer parameters, value chunk, value offset.  Its operand
+# nodes follow the earlier rows' in Tape._args (a flat list of ints): a tuple of them per row
+# would outlive the collector's young generations, and in scalar code those tuples alone set
+# off a collection every 230 steps (13 a 10,000-op recording, 7% of it)
 ROW = 10
-OPERANDS, SHAPE, SIZE, CONSTS, IPARAMS, CHUNK, OFF = 3, 4, 5, 6, 7, 8, 9
+N_OPERANDS, SHAPE, SIZE, CONSTS, IPARAMS, CHUNK, OFF = 3, 4, 5, 6, 7, 8, 9
 _FIXED_FIELDS = {"opcodes": 0, "name_ids": 1, "flags": 2, "sizes": SIZE, "val_chunk": CHUNK,
                  "val_off": OFF}
-_RAGGED_FIELDS = (("args", "arg_ptr", OPERANDS), ("shapes", "shape_ptr", SHAPE),
-                  ("consts", "const_ptr", CONSTS), ("iparams", "iparam_ptr", IPARAMS))
+_RAGGED_FIELDS = (("shapes", "shape_ptr", SHAPE), ("consts", "const_ptr", CONSTS),
+                  ("iparams", "iparam_ptr", IPARAMS))
 
 _EMPTY_COLUMNS = {name: array(code, [0] if name in _POINTERS else [])
                   for name, (code, _) in _INT_COLUMNS.items()}
@@ -115,6 +118,7 @@ class Tape:
         # operands) outlives the collector's first pass over it, and scalar code's rows made
         # a tenth of its recording time garbage collection.
         self._rows = []
+        self._args = []            # the queued rows' operands, end to end
         self._len = 0
         self.chunks = []           # value storage, arrays of self.dtype
         self.leaves = []           # (node, tensor, version when recorded)
@@ -155,12 +159,16 @@ class Tape:
                         for name, (code, _) in _INT_COLUMNS.items()}
             self._columns = cols
         rows, self._rows = self._rows, []
+        args, self._args = self._args, []
         bulky, self._bulky = self._bulky, False
         self._n_columns += len(rows) // ROW
         if not rows:
             return cols
         for name, field in _FIXED_FIELDS.items():
             cols[name].fromlist(rows[field::ROW])
+        ends = _ends(rows[N_OPERANDS::ROW])
+        cols["arg_ptr"].frombytes((ends[1:] + len(cols["args"])).tobytes())
+        cols["args"].fromlist(args)
         for name, ptr, field in _RAGGED_FIELDS:
             values, ends = _ragged(rows[field::ROW], _INT_COLUMNS[name][1], bulky)
             col = cols[name]
@@ -238,7 +246,8 @@ class Tape:
         if type(consts) is np.ndarray:
             consts = consts.copy()
             self._bulky = True
-        self._rows.extend((opcode, name_id, flags, operands, shape, size, consts, iparams,
+        self._args.extend(operands)
+        self._rows.extend((opcode, name_id, flags, len(operands), shape, size, consts, iparams,
                            loc[0], loc[1]))
         k = self._len
         self._len = k + 1
@@ -266,15 +275,19 @@ class Tape:
         if type(iparams) is np.ndarray or type(consts) is np.ndarray:
             return self.append(opcode, name_id, operands, value.shape, (chunk, off), flags,
                                consts, iparams)
-        self._rows.extend((opcode, name_id, flags, operands, value.shape, n, consts, iparams,
-                           chunk, off))  # append(), inlined
+        self._args.extend(operands)  # append(), inlined
+        self._rows.extend((opcode, name_id, flags, len(operands), value.shape, n, consts,
+                           iparams, chunk, off))
         k = self._len
         self._len = k + 1
         return k
 
     def record_scalar(self, opcode, name_id, operands, v, consts, flags):
         """``record`` for the scalar lane (``lane.py``): a 0-d float64 result held as the
-        Python float ``v``, on a float64 tape.  Returns the new node's index."""
+        Python float ``v``, on a float64 tape.  Returns the new node's index.
+
+        ``lane._binary`` and ``lane._record_tree`` run this in line (scalar code's commonest
+        ops): a change here is a change there."""
         off = self._small_used
         if off < self._small_size:
             self._small_slots[off] = v
@@ -282,7 +295,8 @@ class Tape:
             chunk = self._small_id
         else:
             chunk, off = self.store(np.array(v))
-        self._rows.extend((opcode, name_id, flags, operands, (), 1, consts, (), chunk, off))
+        self._args.extend(operands)
+        self._rows.extend((opcode, name_id, flags, len(operands), (), 1, consts, (), chunk, off))
         k = self._len
         self._len = k + 1
         return k
@@ -290,9 +304,9 @@ class Tape:
     def leaf(self, tensor):
         """The node holding ``tensor`` (a leaf or constant), recording it on first use."""
         seen = self._leaf_node.get(id(tensor))
-        if seen is not None and seen[1] == tensor._version[0]:
+        version = version_counter(tensor)[0]
+        if seen is not None and seen[1] == version:
             return seen[0]
-        version = tensor._version[0]
         k = self.record(LEAF, _LEAF_NAME, (), tensor._data,
                         flags=REQUIRES_GRAD if tensor._requires_grad else 0)
         self._leaf_node[id(tensor)] = (k, version)
@@ -325,10 +339,10 @@ class Tape:
         if self._arrays is not None and len(self._arrays.opcodes) == self._len:
             return self._arrays
         if self._columns is None and self._n_columns == 0:
-            rows, bulky = self._rows, self._bulky
-            self._rows, self._bulky = [], False
+            rows, args, bulky = self._rows, self._args, self._bulky
+            self._rows, self._args, self._bulky = [], [], False
             self._n_columns = len(rows) // ROW
-            self._arrays = self._base = _arrays_of_rows(rows, bulky)
+            self._arrays = self._base = _arrays_of_rows(rows, args, bulky)
             return self._arrays
         cols = self._flush()
         self._arrays = TapeArrays(**{
@@ -393,7 +407,7 @@ class Tape:
             self.guards.extend((remap[k], kind, value, how) for k, kind, value, how in other.guards)
             other.guards = []
         other.forward_to, other.shift = self, shift
-        other.chunks, other.leaves, other._leaf_node, other._rows = [], [], {}, []
+        other.chunks, other.leaves, other._leaf_node, other._rows, other._args = [], [], {}, [], []
         other._arrays = other._typed_chunks = other._base = None
         other._use_small(None)
         other._n_typed = 0
@@ -418,18 +432,20 @@ class Tape:
                 self.chunks.append(chunk)
                 where.append((len(self.chunks) - 1, 0))
         self._bulky = self._bulky or other._bulky
-        out = self._rows
+        out, out_args = self._rows, self._args
         k_new = self._len
-        rows = other._rows
+        rows, args = other._rows, other._args
+        end = 0
         for k in range(len(rows) // ROW):
+            r = rows[k * ROW:(k + 1) * ROW]
+            start, end = end, end + r[N_OPERANDS]
             if k in duplicates:
                 continue
             remap[k] = k_new
             k_new += 1
-            r = rows[k * ROW:(k + 1) * ROW]
             chunk, base = where[r[CHUNK]]
-            out.extend((r[0], r[1], r[2], tuple([remap[a] for a in r[OPERANDS]]), r[4], r[5],
-                        r[6], r[7], chunk, base + r[OFF]))
+            out_args.extend([remap[a] for a in args[start:end]])
+            out.extend((r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], chunk, base + r[OFF]))
         self._len = k_new
 
     def _append_columns(self, other, remap, chunk_shift):
@@ -470,13 +486,23 @@ class Tape:
 _NO_FLAGS = np.zeros(0, dtype=np.int8)
 
 
-def _arrays_from_rows(rows, bulky):
-    """TapeArrays of queued rows (see ``Tape.append``), without going through the columns."""
+def _arrays_from_rows(rows, args, bulky):
+    """TapeArrays of queued rows and their operands (see ``Tape.append``), without going through
+    the columns."""
     out = {name: np.array(rows[field::ROW], dtype=_INT_COLUMNS[name][1])
            for name, field in _FIXED_FIELDS.items()}
+    out["args"] = np.array(args, dtype=np.int64)
+    out["arg_ptr"] = _ends(rows[N_OPERANDS::ROW])
     for name, ptr, field in _RAGGED_FIELDS:
         out[name], out[ptr] = _ragged(rows[field::ROW], _INT_COLUMNS[name][1], bulky)
     return TapeArrays(**out)
+
+
+def _ends(counts):
+    """Where each of the rows' runs of ``counts`` items ends, from a 0 (an int64 array)."""
+    ends = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=ends[1:])
+    return ends
 
 
 def _ragged(ragged, dtype, bulky):
@@ -496,7 +522,7 @@ def _ragged(ragged, dtype, bulky):
 
 
 # The last tape read from its queued rows: [rows, its flags as recorded, its arrays, the rows
-# holding a zero constant (listed at the first hit)].  Eager code records the same graph again
+# holding a zero constant (listed at the first hit), its operands].  Eager code records the same graph again
 # and again (a training step, a loop body), and comparing the rows with the last tape's costs
 # a tenth of building the arrays (W1 n = 3: 0.3 against 12 us; W2 at K = 10^4: 0.6 against
 # 4.9 ms).  A hit shares every column but the flags, which the sweeps mark (FREED) and which
@@ -507,17 +533,17 @@ _last_read = None
 REUSE_MAX = 1 << 16  # rows; the cache holds the last tape's rows alive
 
 
-def _arrays_of_rows(rows, bulky):
+def _arrays_of_rows(rows, args, bulky):
     """``_arrays_from_rows``, reusing the last tape's arrays when the rows are the same."""
     global _last_read
     last = _last_read
     if last is not None and len(last[0]) == len(rows) and last[0] == rows \
-            and not _signed_zero_differs(last, rows):
+            and last[4] == args and not _signed_zero_differs(last, rows):
         a = last[2]
         return TapeArrays(a[0], a[1], last[1].copy(), *a[3:])  # _replace costs 1 us more
-    arrays = _arrays_from_rows(rows, bulky)
+    arrays = _arrays_from_rows(rows, args, bulky)
     if not bulky and len(rows) <= REUSE_MAX * ROW:  # an ndarray in a row cannot be compared with ==
-        _last_read = [rows, arrays.flags.copy(), arrays, None]
+        _last_read = [rows, arrays.flags.copy(), arrays, None, args]
     return arrays
 
 
@@ -544,6 +570,15 @@ def _column(name):
 
 for _name in _INT_COLUMNS:
     setattr(Tape, _name, _column(_name))
+
+
+def version_counter(tensor):
+    """``tensor``'s version counter, a one-item list that its views share, made at the first
+    need: the scalar lane's results start without one (a list is 36 ns of a 1 us op)."""
+    v = tensor._version
+    if v is None:
+        v = tensor._version = [0]
+    return v
 
 
 def resolve(tape, node):

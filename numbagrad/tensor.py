@@ -17,7 +17,7 @@ from . import anomaly, bulk, grad_mode, pool
 from .ops import NAME_ID
 from .printing import tensor_repr
 from .sweeps import DIRTY, REQUIRES_GRAD
-from .tape import Tape, resolve
+from .tape import Tape, resolve, version_counter
 
 float32, float64 = np.float32, np.float64
 int32, int64, bool_ = np.int32, np.int64, np.bool_
@@ -241,9 +241,10 @@ class Tensor:
 
     def detach(self):
         """A tensor with the same values (shared memory) and no history."""
-        return Tensor(self._data, version=self._version)
+        return Tensor(self._data, version=version_counter(self))
 
     def detach_(self):
+        version_counter(self)  # a leaf from now on (tape.leaf reads its version)
         self._tape, self._node, self._requires_grad, self._pending = None, -1, False, None
         return self
 
@@ -479,7 +480,7 @@ def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False, diff
                     alias_of=nodes[0] if alias else None, flags=REQUIRES_GRAD if grad else 0)
     if anomaly._active[0]:  # ng.detect_anomaly() somewhere: check the value now
         anomaly.check_recorded(tape, k, value)
-    return Tensor(value, tape, k, grad, inputs[0]._version if alias else None)
+    return Tensor(value, tape, k, grad, version_counter(inputs[0]) if alias else None)
 
 
 def _tape_for(inputs, dtype):
@@ -510,7 +511,7 @@ def _node_on(tape, x):
 
 def mark_modified(t):
     """A tensor's values changed in place: bump its version; a recorded value is now stale."""
-    t._version[0] += 1
+    version_counter(t)[0] += 1
     if t._tape is not None:
         t._tape, t._node = resolve(t._tape, t._node)
         t._tape.set_flag(t._node, DIRTY)

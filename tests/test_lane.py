@@ -216,6 +216,22 @@ def test_detach_in_place_and_values_of_waiting_tensors():
     assert (y * 2.0).requires_grad is False
 
 
+def test_lane_results_get_their_version_counter_when_it_is_first_needed():
+    x = ng.tensor(0.5, requires_grad=True)
+    y = ng.sin(x) * x
+    d = y.detach()                 # shares y's memory and counter, as in PyTorch
+    d.zero_()
+    assert y.item() == 0.0 and y._version is d._version and y._version[0] == 1
+    z = ng.sin(x) * x
+    z.detach_()                    # a leaf from now on: it can be recorded as an input
+    w = z * x
+    w.backward()
+    assert x.grad.item() == (math.sin(0.5) * 0.5)
+    v = ng.sin(x) * x
+    view = v.reshape(1)            # a view shares the counter
+    assert view._version is v._version
+
+
 def test_trace_replays_a_scalar_function_recorded_on_the_lane():
     def f(a, b):
         return ng.sin(a) * b + ng.exp(b) / a - 2.0 * a

@@ -86,6 +86,37 @@ def test_grad_mode_is_per_thread():
     assert inside == [False]
 
 
+def test_scalar_ops_in_a_thread_with_grad_off_are_not_recorded_while_others_record():
+    # the scalar lane reads the thread-local grad mode only while some thread has it off
+    from numbagrad import grad_mode
+    x = ng.tensor(0.5, requires_grad=True)
+    seen, entered, release = [], threading.Event(), threading.Event()
+
+    def other():
+        with ng.no_grad():
+            entered.set()
+            release.wait(10)
+            seen.append(ng.sin(x) * x)
+        seen.append(ng.sin(x) * x)
+    t = threading.Thread(target=other)
+    t.start()
+    entered.wait(10)
+    assert grad_mode._off[0] == 1
+    y = ng.sin(x) * x          # this thread records while the other is in no_grad
+    release.set()
+    t.join()
+    assert y.requires_grad and y.grad_fn is not None
+    assert not seen[0].requires_grad and seen[0].grad_fn is None
+    assert seen[1].requires_grad and seen[1].grad_fn is not None
+    assert grad_mode._off[0] == 0
+    with ng.no_grad(), ng.no_grad():   # nested blocks count the thread once
+        assert grad_mode._off[0] == 1
+        with ng.enable_grad():
+            assert grad_mode._off[0] == 0 and (ng.sin(x) * x).requires_grad
+        assert not (ng.sin(x) * x).requires_grad
+    assert grad_mode._off[0] == 0
+
+
 def test_a_tape_recorded_in_one_thread_is_differentiated_in_another():
     x = ng.tensor([1.0, 2.0], requires_grad=True)
     y = (x * x).sum()
