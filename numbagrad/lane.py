@@ -24,6 +24,7 @@ frame, and anything else goes on to ``functions``.  The lane reads a tensor's sl
 (``_array``, ``_tape_``, ``_node_``), not the properties over them: a property read costs
 48 ns, a slot 10, and scalar code reads a dozen per op.
 """
+import functools
 import math
 import operator
 
@@ -106,35 +107,55 @@ def materialize(t):
 
 # ---------------------------------------------------------------- ops
 
+def unary_function(opcode, general):
+    """``general`` (``functions.sin`` and the like: the op on anything) with the lane in front,
+    in one frame: ``ng.sin(x)`` of a 0-d float64 tensor goes through the lane, anything else
+    (or a tensor the lane does not take) to ``general(x)``."""
+    name_id = NAME_OF[opcode]
+
+    def function(x):
+        if type(x) is not Tensor:
+            return general(x)
+        v = x._scalar
+        if v is None:  # _array_value(x), in line: unary ops on leaves are half of scalar code's
+            d = x._array
+            if d.ndim or d.dtype is not F64:
+                return general(x)
+            v = d.item()
+        if _grad_off[0] and not _grad_state.enabled or _anomaly[0]:
+            return general(x)
+        f = _FORWARD.get(opcode) or _choose(opcode)
+        try:
+            v = f(v)
+        except (ValueError, OverflowError):  # the C library's domain and range errors
+            v = _CHOSEN[opcode][1](v)
+        if x._pending is None and x._tape_ is None and x._requires_grad:
+            # an untaped leaf (half of scalar code's unary ops): the result waits (_waiting in line)
+            out = _new(Tensor)
+            out._array = None
+            out._scalar = v
+            out._pending = (opcode, name_id, (x,), (), 1)
+            out._tape_ = None
+            out._node_ = -1
+            out._requires_grad = True
+            out._grad = None
+            out._version = None  # made at the first need (tape.version_counter)
+            out._retains_grad = False
+            return out
+        return _result1(opcode, name_id, x, v, ())
+    return functools.update_wrapper(function, general)
+
+
+def _not_here(x):
+    return None
+
+
+_LANE_ONLY = {op: unary_function(op, _not_here) for op in UNARY}
+
+
 def unary(opcode, x):
     """``opcode`` applied to the tensor ``x`` through the lane, or None."""
-    v = x._scalar
-    if v is None:  # _array_value(x), in line: unary ops on leaves are half of scalar code's
-        d = x._array
-        if d.ndim or d.dtype is not F64:
-            return None
-        v = d.item()
-    if _grad_off[0] and not _grad_state.enabled or _anomaly[0]:
-        return None
-    f = _FORWARD.get(opcode) or _choose(opcode)
-    try:
-        v = f(v)
-    except (ValueError, OverflowError):  # the C library's domain and range errors
-        v = _CHOSEN[opcode][1](v)
-    if x._pending is None and x._tape_ is None and x._requires_grad:
-        # an untaped leaf (half of scalar code's unary ops): the result waits (_waiting in line)
-        out = _new(Tensor)
-        out._array = None
-        out._scalar = v
-        out._pending = (opcode, NAME_OF[opcode], (x,), (), 1)
-        out._tape_ = None
-        out._node_ = -1
-        out._requires_grad = True
-        out._grad = None
-        out._version = None  # made at the first need (tape.version_counter)
-        out._retains_grad = False
-        return out
-    return _result1(opcode, NAME_OF[opcode], x, v, ())
+    return _LANE_ONLY[opcode](x)
 
 
 def _result1(opcode, name_id, x, v, consts):
