@@ -365,6 +365,14 @@ def test_a_graph_recorded_again_reuses_the_last_tapes_columns_but_not_its_flags(
     y[[0, 2]].sum().backward()
     assert tape_mod._last_read[0] is not None and all(
         type(p) is not np.ndarray for p in tape_mod._last_read[0])  # the rows' fields, flat
+    # rows alike but wired differently: a * b + a, then a * b + b (the rows hold operand
+    # counts; the operands themselves are compared apart)
+    grads = []
+    for last in (0, 1):
+        a, b = ng.tensor(2.0, requires_grad=True), ng.tensor(5.0, requires_grad=True)
+        (a * b + (a, b)[last]).backward()
+        grads.append((a.grad.item(), b.grad.item()))
+    assert grads == [(6.0, 2.0), (5.0, 3.0)]
 
 
 _FIRST_CALLS = """
