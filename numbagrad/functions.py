@@ -791,12 +791,27 @@ def index(x, key):
     if not _recorded(x):
         return Tensor(value.copy() if np.shares_memory(value, x._data) else value,
                       version=version_counter(x))
+    lo = _run_start(x._data, value)
+    if lo is not None:  # x[1:], X[2:5], X[i]: the run's first position stands for them all
+        return _gather(x, value, np.array([lo], dtype=np.int64), name)
     if x.ndim == 1 and len(key) == 1 and type(key[0]) is slice:  # x[a:b:c]
         return _gather(x, value, np.arange(*key[0].indices(x.shape[0]), dtype=np.int64), name)
     if name != "IndexBackward0" and value.size * 8 < x._data.size and \
             not any(type(k) in (bool, np.bool_) for k in key):
         return _gather(x, value, _basic_positions(x.shape, key), name)
     return _gather(x, value, _positions(x)[key], name)
+
+
+def _run_start(data, value):
+    """Where ``value``, ``data[key]``, starts in ``data`` when it is a view of more than one
+    element whose elements are a contiguous run of ``data``'s (a C-contiguous view of a
+    C-contiguous array: basic indexing, ``x[1:]``, ``X[2:5]``, ``X[i]``), else None.  A GATHER
+    then keeps that one position (kernels.gather_fwd), not one per element."""
+    if value.size > 1 and value.flags.c_contiguous and data.flags.c_contiguous \
+            and np.may_share_memory(value, data):
+        start = value.__array_interface__["data"][0] - data.__array_interface__["data"][0]
+        return start // data.itemsize
+    return None
 
 
 def setitem(x, key, value):

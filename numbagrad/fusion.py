@@ -97,10 +97,10 @@ def plan_segments(t, keep=()):
 def _is_view(t, i):
     """Whether GATHER node i reads a contiguous run of its operand (``x[a:b]``, ``x[2:]``):
     inside a segment it is then read in place, block by block, and its adjoint added in
-    place (the tape keeps every index, so this costs a pass over them once per plan; the
-    reverse sweep's ``gather_vjp`` asks the same ``is_run``)."""
+    place.  A basic slice is recorded as its first position alone (kernels.gather_fwd); other
+    positions cost a pass over them once per plan (``gather_vjp`` asks the same ``is_run``)."""
     idx = t.iparams[t.iparam_ptr[i]:t.iparam_ptr[i + 1]]
-    return len(idx) > 1 and is_run(idx)
+    return (len(idx) == 1 and t.sizes[i] > 1) or (len(idx) > 1 and is_run(idx))
 
 
 FusionPlan = namedtuple("FusionPlan", "seg_start seg_stop ext prog pc")

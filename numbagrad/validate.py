@@ -173,11 +173,15 @@ def _check_nodes(t, n_values, n_chunks, arity):
             if (op == MAX or op == MIN) and m == 0 and outer * inner > 0:
                 return 6, k, m
         elif op == GATHER:
-            if ni != size:
+            if ni == 1 and size != 1:  # a contiguous run from one position (kernels.gather_fwd)
+                if t.iparams[ip0] < 0 or t.iparams[ip0] > t.sizes[a0] - size:
+                    return 7, k, t.iparams[ip0]
+            elif ni != size:
                 return 6, k, ni
-            for p in range(ip0, ip1):
-                if t.iparams[p] < 0 or t.iparams[p] >= t.sizes[a0]:
-                    return 7, k, t.iparams[p]
+            else:
+                for p in range(ip0, ip1):
+                    if t.iparams[p] < 0 or t.iparams[p] >= t.sizes[a0]:
+                        return 7, k, t.iparams[p]
         elif op == CAT:
             if ni != 2 + nargs:
                 return 6, k, ni

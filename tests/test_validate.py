@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import numbagrad as ng
+from numbagrad import ops
 from numbagrad.validate import validate
 
 
@@ -43,6 +44,22 @@ def corrupt(field, fn):
 def test_corruptions_raise(field, fn, match):
     with pytest.raises(ValueError, match=match):
         validate(*corrupt(field, fn))
+
+
+def test_a_slice_kept_as_one_position_is_checked_against_its_operand():
+    x = ng.tensor(np.arange(10.0), requires_grad=True)
+    y = (x[3:] * 2).sum()
+    t = y._tape
+    arrays, n_values, n_chunks = t.arrays(), sum(c.size for c in t.chunks), len(t.chunks)
+    g = int(np.flatnonzero(arrays.opcodes == ops.GATHER)[0])
+    at = arrays.iparam_ptr[g]
+    assert arrays.iparam_ptr[g + 1] - at == 1 and arrays.iparams[at] == 3  # 7 elements from 3
+    assert validate(arrays, n_values, n_chunks) is not None
+    for bad in (4, -1, 1 << 62):  # the run would read outside x
+        col = arrays.iparams.copy()
+        col[at] = bad
+        with pytest.raises(ValueError, match="out of range"):
+            validate(arrays._replace(iparams=col), n_values, n_chunks)
 
 
 def test_truncated_and_mistyped_columns():
