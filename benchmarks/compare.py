@@ -17,8 +17,9 @@ Implementations (workloads in ``benchmarks/workloads.py``, peers in ``benchmarks
 
 - hand-written: fused Numba loops into preallocated outputs (W1, W2, W3, W6), NumPy backprop
   (W4), the analytic Jacobian (W5);
-- numbagrad eager: record the graph on fresh leaves and ``backward()`` (W5: ``ng.functional.
-  jacobian``, which traces and sweeps; W6: a loop of record+backward per row);
+- numbagrad eager: record the graph and ``backward()``, on leaves made once outside the timed
+  step with their ``.grad`` reset in it, as PyTorch's (W5: ``ng.functional.jacobian``, which
+  traces and sweeps; W6: a loop of record+backward on a fresh leaf per row, as PyTorch's loop);
 - numbagrad replay: ``ng.trace(f, x)`` once, then ``.grad`` (W1, W3: ``.grad(x, out=g)`` into a
   preallocated array, as the hand-written loop has), ``.jacobian`` (``out=J`` likewise),
   ``.grad_batch``; a trace compiles its large elementwise runs on first use
@@ -106,7 +107,7 @@ def cases_w1(args):
             x = W.w1_data(n, dtype)
             g = np.empty_like(x)
             c.add(HAND, lambda x=x, g=g: (W.w1_by_hand(x, g), g)[1])
-            c.add(EAGER, lambda x=x: W.eager_w1(x)[1])
+            c.add(EAGER, lambda leaves=W._leaves([x]): W.grads_of(W.notebook, leaves)[1][0])
             f = ng.trace(W.notebook, x)
             c.add(REPLAY, lambda f=f, x=x, g=np.empty_like(x): f.grad(x, out=g))
             c.add_peer("torch", P.torch_w1, x)
@@ -123,7 +124,8 @@ def cases_w2(args):
         chain = W.scalar_chain(K)
         xa, g, sa = np.array(xs), np.zeros(W.W2_INPUTS), np.empty(steps)
         c.add(HAND, lambda: (W.w2_by_hand(xa, ia, ib, sa, g), g)[1])
-        c.add(EAGER, lambda chain=chain: W.eager_w2(chain, xs)[1])
+        c.add(EAGER, lambda chain=chain, leaves=W._leaves([np.float64(v) for v in xs]):
+              W.grads_of(chain, leaves)[1])
         f = ng.trace(chain, *xs)
         c.add(REPLAY, lambda f=f: f.grad(*xs))
         c.unchecked[RECORD] = lambda chain=chain: chain(*W._leaves(np.float64(v) for v in xs))
@@ -141,7 +143,7 @@ def cases_w3(args):
         x = W.w3_data(n)
         g = np.empty_like(x)
         c.add(HAND, lambda x=x, g=g: (W.w3_by_hand(x, g), g)[1])
-        c.add(EAGER, lambda x=x: W.eager_w3(x)[1])
+        c.add(EAGER, lambda leaves=W._leaves([x]): W.grads_of(W.rosenbrock, leaves)[1][0])
         f = ng.trace(W.rosenbrock, x)
         c.add(REPLAY, lambda f=f, x=x, g=np.empty_like(x): f.grad(x, out=g))
         c.add_peer("torch", P.torch_w3, x)
@@ -156,7 +158,7 @@ def cases_w4(args):
         params, X, y = W.w4_data(dtype)
         loss = W.mlp_loss(X, y)
         c.add(HAND, lambda p=params, X=X, y=y: W.w4_by_hand(p, X, y)[1])
-        c.add(EAGER, lambda loss=loss, p=params: W.eager_w4(loss, p)[1])
+        c.add(EAGER, lambda loss=loss, leaves=W._leaves(params): W.grads_of(loss, leaves)[1])
         f = ng.trace(loss, *params)
         c.add(REPLAY, lambda f=f, p=params: f.grad(*p))
         c.add_peer("torch", P.torch_w4, params, X, y)

@@ -155,6 +155,17 @@ def _backward(fn, leaves):
     return out.item(), [t.grad.numpy() for t in leaves]
 
 
+def grads_of(fn, leaves):
+    """``(value, gradients)`` of ``fn(*leaves)`` by ``backward()`` on leaves made beforehand,
+    their ``.grad`` reset first: compare.py's eager step, as it times PyTorch's (the leaves, like
+    every peer's data, are made outside the timed step)."""
+    for t in leaves:
+        t.grad = None
+    out = fn(*leaves)
+    out.backward()
+    return out.item(), [t.grad.numpy() for t in leaves]
+
+
 def eager_w1(x):
     """``(value, gradient)`` by recording W1 on a fresh leaf and calling ``backward()``."""
     value, (g,) = _backward(notebook, _leaves([x]))

@@ -12,6 +12,17 @@ from benchmarks import compare as C  # noqa: E402
 from benchmarks import workloads as W  # noqa: E402
 
 
+def test_the_eager_step_on_leaves_made_once_resets_their_grads():
+    # compare.py's eager step (W.grads_of) reuses its leaves, as PyTorch's step does
+    x = W.w1_data(50, "float64")
+    leaves = W._leaves([x])
+    first = W.grads_of(W.notebook, leaves)[1][0].copy()
+    value, (second,) = W.grads_of(W.notebook, leaves)
+    np.testing.assert_array_equal(first, second)  # not accumulated
+    np.testing.assert_allclose(second, W.eager_w1(x)[1], rtol=1e-12)
+    assert value == W.eager_w1(x)[0]
+
+
 def test_hand_written_gradients_match_numbagrad():
     x = W.w1_data(50, "float64")
     g = np.empty_like(x)
