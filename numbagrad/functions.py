@@ -667,6 +667,13 @@ def _gather(x, value, idx, name):
     return record(GATHER, name, (x,), contiguous(value), iparams=flat)
 
 
+def _gather_run(x, value, lo, name):
+    """Record ``value`` = x.flat[lo:lo + value.size], a contiguous run, by its first position
+    alone (kernels.gather_fwd); a tuple, not an array, so that the tape's rows stay comparable
+    (an eager graph recorded again reuses the last one's arrays: tape._arrays_of_rows)."""
+    return record(GATHER, name, (x,), contiguous(value), iparams=(int(lo),))
+
+
 def _positions(x):
     return np.arange(x.numel(), dtype=np.int64).reshape(x.shape)
 
@@ -791,11 +798,14 @@ def index(x, key):
     if not _recorded(x):
         return Tensor(value.copy() if np.shares_memory(value, x._data) else value,
                       version=version_counter(x))
-    lo = _run_start(x._data, value)
-    if lo is not None:  # x[1:], X[2:5], X[i]: the run's first position stands for them all
-        return _gather(x, value, np.array([lo], dtype=np.int64), name)
     if x.ndim == 1 and len(key) == 1 and type(key[0]) is slice:  # x[a:b:c]
-        return _gather(x, value, np.arange(*key[0].indices(x.shape[0]), dtype=np.int64), name)
+        start, stop, step = key[0].indices(x.shape[0])
+        if step == 1 and value.size > 1:
+            return _gather_run(x, value, start, name)
+        return _gather(x, value, np.arange(start, stop, step, dtype=np.int64), name)
+    lo = _run_start(x._data, value)
+    if lo is not None:  # X[2:5], X[i], ...: the run's first position stands for them all
+        return _gather_run(x, value, lo, name)
     if name != "IndexBackward0" and value.size * 8 < x._data.size and \
             not any(type(k) in (bool, np.bool_) for k in key):
         return _gather(x, value, _basic_positions(x.shape, key), name)

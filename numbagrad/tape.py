@@ -537,7 +537,8 @@ def _arrays_of_rows(rows, args, bulky):
     """``_arrays_from_rows``, reusing the last tape's arrays when the rows are the same."""
     global _last_read
     last = _last_read
-    if last is not None and len(last[0]) == len(rows) and last[0] == rows \
+    # (rows holding an ndarray are neither kept nor compared: == on one is elementwise)
+    if not bulky and last is not None and len(last[0]) == len(rows) and last[0] == rows \
             and last[4] == args and not _signed_zero_differs(last, rows):
         a = last[2]
         return TapeArrays(a[0], a[1], last[1].copy(), *a[3:])  # _replace costs 1 us more

@@ -365,6 +365,12 @@ def test_a_graph_recorded_again_reuses_the_last_tapes_columns_but_not_its_flags(
     y[[0, 2]].sum().backward()
     assert tape_mod._last_read[0] is not None and all(
         type(p) is not np.ndarray for p in tape_mod._last_read[0])  # the rows' fields, flat
+    # a tape holding an index array read right after one of as many rows holding none
+    v = ng.tensor(np.arange(6.0), requires_grad=True)
+    v[1:4].sum().backward()
+    w = ng.tensor(np.arange(6.0), requires_grad=True)
+    w[::2].sum().backward()  # the same rows but for the positions (an array)
+    assert w.grad.tolist() == [1, 0, 1, 0, 1, 0]
     # rows alike but wired differently: a * b + a, then a * b + b (the rows hold operand
     # counts; the operands themselves are compared apart)
     grads = []
