@@ -130,7 +130,8 @@ def unary_function(opcode, general):
         except (ValueError, OverflowError):  # the C library's domain and range errors
             v = _CHOSEN[opcode][1](v)
         if x._pending is None and x._tape_ is None and x._requires_grad:
-            # an untaped leaf (half of scalar code's unary ops): the result waits (_waiting in line)
+            # an untaped leaf (half of scalar code's unary ops): the result waits (_waiting,
+            # in line)
             out = _new(Tensor)
             out._array = None
             out._scalar = v
