@@ -526,9 +526,8 @@ def _ragged(ragged, dtype, bulky):
 # The last tape read from its queued rows: [rows, its flags as recorded, its arrays, the rows
 # holding a zero constant (listed at the first hit), its operands].  Eager code records the
 # same graph again and again (a training step, a loop body), and comparing the rows with the
-# last tape's costs
-# a tenth of building the arrays (W1 n = 3: 0.3 against 12 us; W2 at K = 10^4: 0.6 against
-# 4.9 ms).  A hit shares every column but the flags, which the sweeps mark (FREED) and which
+# last tape's costs a tenth of building the arrays (W1 n = 3: 0.3 against 12 us; W2 at
+# K = 10^4: 0.6 against 4.9 ms).  A hit shares every column but the flags, which the sweeps mark (FREED) and which
 # each tape gets a copy of; nothing writes another column once built (trace.py copies the
 # ones it changes).  Threads share it: an entry is replaced whole, and its list of zero
 # constants, filled in at most once, comes out the same from any thread.
