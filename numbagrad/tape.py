@@ -409,7 +409,8 @@ class Tape:
             self.guards.extend((remap[k], kind, value, how) for k, kind, value, how in other.guards)
             other.guards = []
         other.forward_to, other.shift = self, shift
-        other.chunks, other.leaves, other._leaf_node, other._rows, other._args = [], [], {}, [], []
+        other.chunks, other.leaves, other._leaf_node = [], [], {}
+        other._rows, other._args = [], []
         other._arrays = other._typed_chunks = other._base = None
         other._use_small(None)
         other._n_typed = 0
@@ -524,13 +525,13 @@ def _ragged(ragged, dtype, bulky):
 
 
 # The last tape read from its queued rows: [rows, its flags as recorded, its arrays, the rows
-# holding a zero constant (listed at the first hit), its operands].  Eager code records the
-# same graph again and again (a training step, a loop body), and comparing the rows with the
-# last tape's costs a tenth of building the arrays (W1 n = 3: 0.3 against 12 us; W2 at
-# K = 10^4: 0.6 against 4.9 ms).  A hit shares every column but the flags, which the sweeps mark (FREED) and which
-# each tape gets a copy of; nothing writes another column once built (trace.py copies the
-# ones it changes).  Threads share it: an entry is replaced whole, and its list of zero
-# constants, filled in at most once, comes out the same from any thread.
+# holding a zero constant (listed at the first hit), its operands].  Eager code records the same
+# graph again and again (a training step, a loop body), and comparing the rows with the last tape's
+# costs a tenth of building the arrays (W1 n = 3: 0.3 against 12 us; W2 at K = 10^4: 0.6 against
+# 4.9 ms).  A hit shares every column but the flags, which the sweeps mark (FREED) and which each
+# tape gets a copy of; nothing writes another column once built (trace.py copies the ones it
+# changes).  Threads share it: an entry is replaced whole, and its list of zero constants, filled
+# in at most once, comes out the same from any thread.
 _last_read = None
 REUSE_MAX = 1 << 16  # rows; the cache holds the last tape's rows alive
 
