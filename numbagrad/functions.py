@@ -256,10 +256,12 @@ def _binary_tensors(opcode, a, b, name=None):
 def _with_scalar(opcode, x, c, name, eager):
     """An op between a tensor and a Python number: the number is a constant on the tape."""
     c = _scalar(c)
-    out = lane.with_const(opcode, NAME_ID[name], x, c)
-    if out is not None:
-        return out
-    d = x._data
+    d = x._array
+    if d is None or not d.ndim:  # a 0-d tensor: the scalar lane's, where it applies
+        out = lane.with_const(opcode, NAME_ID[name], x, c)
+        if out is not None:
+            return out
+        d = x._data
     value = bulk.with_number(opcode, d, c) if d.size >= PAR_MIN else None
     if value is None:
         value = _quietly(eager, d, c)
