@@ -149,16 +149,10 @@ def _leaves(arrays):
     return [ng.tensor(a, requires_grad=True) for a in arrays]
 
 
-def _backward(fn, leaves):
-    out = fn(*leaves)
-    out.backward()
-    return out.item(), [t.grad.numpy() for t in leaves]
-
-
 def grads_of(fn, leaves):
-    """``(value, gradients)`` of ``fn(*leaves)`` by ``backward()`` on leaves made beforehand,
-    their ``.grad`` reset first: compare.py's eager step, as it times PyTorch's (the leaves, like
-    every peer's data, are made outside the timed step)."""
+    """``(value, gradients)`` of ``fn(*leaves)`` by ``backward()``, the leaves' ``.grad`` reset
+    first: the eager_w* below on fresh leaves, and compare.py's eager step on leaves made once
+    outside the timed step (as it times PyTorch's, and every peer's data is made outside it)."""
     for t in leaves:
         t.grad = None
     out = fn(*leaves)
@@ -168,21 +162,21 @@ def grads_of(fn, leaves):
 
 def eager_w1(x):
     """``(value, gradient)`` by recording W1 on a fresh leaf and calling ``backward()``."""
-    value, (g,) = _backward(notebook, _leaves([x]))
+    value, (g,) = grads_of(notebook, _leaves([x]))
     return value, g
 
 
 def eager_w2(chain, xs):
-    return _backward(chain, _leaves([np.float64(v) for v in xs]))
+    return grads_of(chain, _leaves([np.float64(v) for v in xs]))
 
 
 def eager_w3(x):
-    value, (g,) = _backward(rosenbrock, _leaves([x]))
+    value, (g,) = grads_of(rosenbrock, _leaves([x]))
     return value, g
 
 
 def eager_w4(loss, params):
-    return _backward(loss, _leaves(params))
+    return grads_of(loss, _leaves(params))
 
 
 def eager_w6(X):

@@ -100,7 +100,7 @@ def _is_view(t, i):
     place.  A basic slice is recorded as its first position alone (kernels.gather_fwd); other
     positions cost a pass over them once per plan (``gather_vjp`` asks the same ``is_run``)."""
     idx = t.iparams[t.iparam_ptr[i]:t.iparam_ptr[i + 1]]
-    return (len(idx) == 1 and t.sizes[i] > 1) or (len(idx) > 1 and is_run(idx))
+    return t.sizes[i] > 1 and is_run(idx)
 
 
 FusionPlan = namedtuple("FusionPlan", "seg_start seg_stop ext prog pc")

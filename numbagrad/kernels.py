@@ -939,26 +939,30 @@ def copy_jvp(t, tan, tan_off, i):
 # of 10^6 elements then costs no 8 MB of positions to make, keep and check.  With one element
 # both read alike.
 
+@inline
+def _gather_into(dst, do, src, so, idx, n):
+    """dst[do + j] = src[so + the j-th position] for j < n, the positions given either way."""
+    if len(idx) == 1:
+        so += idx[0]
+        for j in range(n):
+            dst[do + j] = src[so + j]
+    else:
+        for j in range(n):
+            dst[do + j] = src[so + idx[j]]
+
+
 @jit
 def gather_fwd(t, chunks, i):
     x = arg(t, i, 0)
-    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
-    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
-    idx = iparams_of(t, i)
-    if len(idx) == 1:
-        xo += idx[0]
-        for j in range(t.sizes[i]):
-            yv[yo + j] = xv[xo + j]
-    else:
-        for j in range(t.sizes[i]):
-            yv[yo + j] = xv[xo + idx[j]]
+    _gather_into(chunks[t.val_chunk[i]], t.val_off[i], chunks[t.val_chunk[x]], t.val_off[x],
+                 iparams_of(t, i), t.sizes[i])
 
 
 @jit
 def is_run(idx):
-    """Whether the indices ``idx`` are ``lo, lo + 1, ...``: a GATHER of them reads one
-    contiguous run of its operand (``x[a:b]``, ``x[2:]``).  One pass without early exit, so
-    that it vectorises: the reverse sweep asks at every GATHER."""
+    """Whether a GATHER with the iparams ``idx`` reads one contiguous run of its operand
+    (``x[a:b]``, ``x[2:]``): one position (the run's first), or ``lo, lo + 1, ...``.  One pass
+    without early exit, so that it vectorises: the reverse sweep asks at every GATHER."""
     run = True
     lo = idx[0] if len(idx) else 0
     for j in range(len(idx)):
@@ -978,7 +982,7 @@ def gather_vjp(t, adj, adj_off, i):
         return
     lo = idx[0]
     gs = adj[go:go + n]
-    if len(idx) == 1 or is_run(idx):  # a basic slice: its adjoint is a loop that vectorises
+    if is_run(idx):  # a basic slice: its adjoint is a loop that vectorises
         gxs = adj[gx + lo:gx + lo + n]
         for j in range(n):
             gxs[j] += gs[j]
@@ -996,14 +1000,7 @@ def gather_jvp(t, tan, tan_off, i):
     if tx < 0:
         tan[ty: ty + t.sizes[i]] = 0.0
         return
-    idx = iparams_of(t, i)
-    if len(idx) == 1:
-        tx += idx[0]
-        for j in range(t.sizes[i]):
-            tan[ty + j] = tan[tx + j]
-    else:
-        for j in range(t.sizes[i]):
-            tan[ty + j] = tan[tx + idx[j]]
+    _gather_into(tan, ty, tan, tx, iparams_of(t, i), t.sizes[i])
 
 
 # CAT iparams: outer, inner, then each operand's length along the axis.
