@@ -133,12 +133,16 @@ def _seed(out, g, i):
 CALLOC_MIN = 1 << 17
 # ... but fresh pages cost a fault each here, two where a sweep adds into a calloc'd page (a
 # read maps the zero page, the write copies it): W1 at 10^5, 2.4 MB of adjoints, faulted 1,170
-# times per backward, 1.7 ms against 0.1 of sweeping; W3 at 10^6, 32 MB of adjoints, 1,319
-# faults, 36 ms against 15.  Up to SCRATCH_MAX elements (32 MB in float64) the buffer is a
-# scratch array each thread keeps and clears (the gradients are then copied out of it); above,
-# most pages come by the 2 MB (NumPy asks for huge pages) and calloc + views win.  Set it to 0
-# to keep no scratch.
-SCRATCH_MAX = 1 << 22
+# times per backward, 1.7 ms against 0.1 of sweeping.  So the buffer comes from the pool
+# (pool.py: a block no view holds any more, warm) and is cleared on both cores, and the
+# gradients are views of it.  Up to SCRATCH_MAX elements it can instead be a scratch array each
+# thread keeps, the gradients copied out of it: a gradient kept alive then holds only itself,
+# where a view holds its whole backward's buffer when pooled (2 MB or more; a smaller one is cut
+# down to what is read afterwards), about 2-3 times the gradients.  The
+# copies cost 5-14%: W1 eager at 10^5, 10^6 and W3's at 10^6 took 612, 3,866 and 9,365 us with
+# a 32 MB scratch and 568, 3,244, 8,133 us without; W4 2,812 against 2,630 (2026-12-06,
+# /tmp/s/scr2.py).  0: no scratch.
+SCRATCH_MAX = 0
 
 
 class _Scratch(threading.local):

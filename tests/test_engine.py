@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import numbagrad as ng
-from numbagrad import autograd, functions, ops, sweeps
+from numbagrad import autograd, functions, ops, pool, sweeps
 from numbagrad.tape import IPARAMS, ROW, Tape, TapeArrays
 
 
@@ -45,7 +45,7 @@ def test_backward_runs_the_numba_reverse_sweep_over_tape_arrays(monkeypatch):
 
 def test_large_backward_sweeps_into_adjoints_allocated_by_numpy(monkeypatch):
     # Numba's np.zeros fills a large buffer serially: a large backward gets it from Python (a
-    # thread's scratch buffer cleared in parallel, or calloc above SCRATCH_MAX)
+    # pooled block cleared in parallel, or with SCRATCH_MAX a thread's scratch buffer)
     calls = []
     real = autograd.backward_sweep
 
@@ -461,7 +461,7 @@ def test_large_adjoints_share_memory_once_swept_and_sum_as_before(monkeypatch):
 
     _, _, b, _, _, u, v = graph()
     with monkeypatch.context() as m:
-        m.setattr(autograd, "SCRATCH_MAX", 0)  # a fresh buffer, as above SCRATCH_MAX
+        m.setattr(autograd, "SCRATCH_MAX", 0)  # a fresh buffer (the default)
         tape, adj, adj_off, own = autograd._run([u, v], None, True)
     unshared = int(sum(int(tape.sizes[k]) for k in range(len(tape)) if adj_off[k] >= 0))
     # cut down to what is read afterwards, laid out first: the leaves x and w, retained b
@@ -507,7 +507,7 @@ def test_large_adjoints_share_memory_once_swept_and_sum_as_before(monkeypatch):
 
 
 def test_large_gradients_are_views_of_the_cut_down_adjoint_buffer():
-    n = autograd.SCRATCH_MAX // 2 + 1  # x's and w's adjoints alone exceed the scratch buffer
+    n = (1 << 21) + 1  # x's and w's adjoints alone exceed a 32 MB scratch buffer
     x0 = np.linspace(-1.0, 1.0, n)
     x = ng.tensor(x0, requires_grad=True)
     w = ng.tensor(x0[::-1].copy(), requires_grad=True)
@@ -529,23 +529,35 @@ def test_large_gradients_are_views_of_the_cut_down_adjoint_buffer():
     np.testing.assert_array_equal(g2.numpy(), 6 * x0)
 
 
-def test_mid_size_adjoints_go_through_each_threads_scratch_buffer():
-    # between CALLOC_MIN and SCRATCH_MAX adjoints the buffer is reused (cleared each time) and
-    # the gradients are copies: fresh pages cost a fault or two each (tape.py, autograd.py)
+@pytest.mark.parametrize("scratch", [0, 1 << 22])
+def test_mid_size_adjoints_come_cleared_from_the_pool_or_a_scratch_buffer(monkeypatch, scratch):
+    # from CALLOC_MIN adjoints on, the buffer is a pooled block (warm: a fresh one faults a page
+    # at a time) or with SCRATCH_MAX each thread's scratch buffer; either is reused, and must be
+    # cleared each time.  Gradients are views of a pooled block (no copy), copies of a scratch.
+    monkeypatch.setattr(autograd, "SCRATCH_MAX", scratch)
+    monkeypatch.setattr(autograd, "_scratch", autograd._Scratch())
     for n, dtype in ((autograd.CALLOC_MIN, np.float64), (3 * autograd.CALLOC_MIN, np.float64),
                      (autograd.CALLOC_MIN, np.float32), (autograd.CALLOC_MIN // 2, np.float64)):
         x0 = np.linspace(-1.0, 1.0, n).astype(dtype)
-        grads = []
+        grads, where = [], []
         for c in (2.0, 3.0):
             x = ng.tensor(x0, requires_grad=True)
             (c * (x + 2) ** 2).mean().backward()
-            grads.append(x.grad.numpy())
-            assert x.grad.dtype == dtype and x.grad.numpy().flags.owndata
+            g = x.grad.numpy()
+            assert x.grad.dtype == dtype and g.flags.owndata == bool(scratch)
+            grads.append(g.copy())
+            where.append(g.__array_interface__["data"][0])
+            del x, g  # the gradient too: its buffer is free for the next backward
+        if not scratch and 3 * n * x0.itemsize >= pool.MIN_BYTES:  # (x, two shared slots, mean)
+            assert where[0] == where[1]  # the same pooled block, used again
         tol = dict(rtol=1e-5) if dtype == np.float32 else dict(rtol=1e-12)
         for c, g in zip((2.0, 3.0), grads):  # the second backward saw a cleared buffer
             np.testing.assert_allclose(g, 2 * c * (x0.astype(np.float64) + 2) / n, **tol)
     buf = autograd._scratch.float64
-    assert buf is not None and autograd.CALLOC_MIN <= buf.size <= autograd.SCRATCH_MAX
+    if scratch:
+        assert buf is not None and autograd.CALLOC_MIN <= buf.size <= scratch
+    else:
+        assert buf is None
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
