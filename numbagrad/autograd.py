@@ -580,6 +580,7 @@ def _run(outputs, grad_outputs, retain_graph, read=()):
                 o._tape, o._node = resolve(t, o._node)
             nodes.append(o._node)
     tape.check_leaf_versions()
+    tape.swept = True
     arrays = tape.arrays()
     seed_nodes = np.array(nodes, dtype=np.int64)
     if len(seeds) == 1:

@@ -108,6 +108,8 @@ class Tape:
     _arrays = None             # cached arrays(), valid while len(self) is unchanged
     _typed_chunks = None
     _n_typed = 0               # chunks already in _typed_chunks
+    swept = False              # a backward ran on it (tensor.start_tape starts a new tape then)
+    large = False              # it holds a value of OWN_CHUNK elements or more
 
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
@@ -194,6 +196,7 @@ class Tape:
         """Keep ``value`` (any array of this tape's size) for the sweeps; returns (chunk, offset)."""
         n = value.size
         if n >= OWN_CHUNK:
+            self.large = True
             self.chunks.append(np.ascontiguousarray(value, dtype=self.dtype).reshape(-1))
             return len(self.chunks) - 1, 0
         if self._small is None or self._small_used + n > self._small.size:
@@ -378,6 +381,8 @@ class Tape:
             self.upcast(wide) if self.dtype != wide else None
             other.upcast(wide) if other.dtype != wide else None
         shift, chunk_shift = len(self), len(self.chunks)
+        self.large = self.large or other.large
+        self.swept = self.swept or other.swept
         # a leaf recorded on both tapes keeps one node: the other tape's uses point at ours
         remap = list(range(shift, shift + len(other)))
         duplicates = set()

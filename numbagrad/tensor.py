@@ -10,6 +10,7 @@ import math
 import numbers
 import threading
 import warnings
+import weakref
 
 import numpy as np
 
@@ -464,7 +465,7 @@ def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False, diff
         x = inputs[0]
         tape = x._tape
         if tape is None:
-            tape = Tape(dtype)
+            tape = start_tape(inputs, dtype)
             nodes = [tape.leaf(x)]
         else:
             if tape.forward_to is not None:
@@ -483,6 +484,47 @@ def record(opcode, name, inputs, value, consts=(), iparams=(), alias=False, diff
     return Tensor(value, tape, k, grad, version_counter(inputs[0]) if alias else None)
 
 
+# An op whose inputs are leaves on no tape starts a tape; two such tapes meet at the first op
+# using both, and one absorbs the other (Tape.absorb, 5-7 us).  Rosenbrock's x[1:], x[:-1] and
+# x[:-1] started three and merged them: a fifth of W6's per-row step.  So an op on untaped
+# leaves records onto the tape this thread's last such op started when that tape already holds
+# one of the leaves (the same version) and is still small and unswept: graphs of a leaf used
+# in several places share a tape, unrelated ones do not.  The bounds keep what sharing costs
+# small: a backward plans over (and a tape keeps alive) at most REUSE_NODES nodes of small
+# values of a neighbouring graph.
+REUSE_NODES = 64
+
+
+class _Recent(threading.local):
+    tape = None  # a weak reference to the tape this thread's last op on untaped leaves started
+
+
+_recent = _Recent()
+
+
+def start_tape(inputs, dtype):
+    """The tape for an op on the untaped leaves among ``inputs`` (see REUSE_NODES)."""
+    ref = _recent.tape
+    if ref is not None:
+        tape = ref()
+        if tape is not None and tape.forward_to is None and not tape.swept \
+                and tape._len <= REUSE_NODES and not tape.large and tape.dtype == dtype:
+            seen = tape._leaf_node
+            for x in inputs:
+                k = seen.get(id(x))
+                if k is not None and x._tape_ is None and k[1] == version_counter(x)[0]:
+                    return tape
+    tape = Tape(dtype)
+    _recent.tape = weakref.ref(tape)
+    return tape
+
+
+def forget_recent_tape():
+    """Start the next op on untaped leaves on a tape of its own (``trace`` records on tapes
+    nobody else shares)."""
+    _recent.tape = None
+
+
 def _tape_for(inputs, dtype):
     """The tape an op on ``inputs`` records onto: theirs (merged if several) or a new one."""
     found = None
@@ -496,7 +538,7 @@ def _tape_for(inputs, dtype):
                 big.absorb(small)
                 found = big
     if found is None:
-        return Tape(dtype)
+        return start_tape(inputs, dtype)
     if dtype == np.float64 and found.dtype != np.float64:
         found.upcast(np.float64)
     return found

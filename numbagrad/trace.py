@@ -47,7 +47,7 @@ from .fusion import (plan_fusion, replay_forward, replay_reverse, segment_forwar
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, SERIAL, REQUIRES_GRAD)
 from .tape import Tape, TapeArrays, resolve, chunk_list, append_chunk
-from .tensor import Tensor, as_tensor, GUARD_TRUTH, guard_watch
+from .tensor import Tensor, as_tensor, GUARD_TRUTH, guard_watch, forget_recent_tape
 from .validate import validate
 
 __all__ = ["trace", "Traced", "value_and_grad", "TraceWarning", "GuardError", "load"]
@@ -480,11 +480,13 @@ def _record(f, examples):
     """
     leaves = [Tensor(a, requires_grad=True) for a in examples]
     guard_watch.tapes = watched = []
+    forget_recent_tape()  # f's graph on tapes of its own, before and after
     try:
         with grad_mode.enable_grad():
             out = f(*leaves)
     finally:
         guard_watch.tapes = None
+        forget_recent_tape()
     if not isinstance(out, Tensor):
         out = as_tensor(out)
     if out.dtype.kind != "f":

@@ -1,4 +1,5 @@
 """The engine itself: backward really is the Numba sweep over the tape's flat arrays."""
+import importlib
 import inspect
 import math
 
@@ -129,6 +130,75 @@ def test_merging_tapes_keeps_every_node_reachable():
     total.backward()
     for i, x in enumerate(xs):
         assert x.grad.item() == 2.0 * (i + 1)
+
+
+def test_ops_on_one_leaf_share_a_tape_and_unrelated_graphs_do_not():
+    # tensor.start_tape: an op on untaped leaves records onto the tape the thread's last such
+    # op started when it already holds one of them (same version), is small and unswept
+    x = ng.tensor(np.linspace(-1.0, 1.0, 10), requires_grad=True)
+    y = ng.tensor(np.ones(10), requires_grad=True)
+    a, b = x[1:], x[:-1] ** 2
+    assert a._tape is b._tape and len(a._tape) == 4  # x once, x[1:], x[:-1], ** 2: no merge
+    c = y.sin()
+    assert c._tape is not a._tape  # y is on no tape yet: a tape of its own
+    d = x.cos()
+    assert d._tape is not a._tape  # the thread's last new tape is c's, which does not hold x
+    # two graphs on one tape: each backward sweeps its own nodes and leaves the other's
+    x0 = x.detach().numpy().copy()
+    u = (x * 2.0).sum()
+    v = x.exp().sum()
+    assert u._tape is v._tape
+    v.backward()
+    assert v._tape.swept
+    np.testing.assert_allclose(x.grad.numpy(), np.exp(x0))
+    w = x * 4.0
+    assert w._tape is not u._tape  # swept: a new tape
+    u.backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.exp(x0) + 2.0)
+    with pytest.raises(RuntimeError, match="second time"):
+        v.backward()  # exp's saved result was freed by v's backward, not by u's
+    u.backward()  # u saved nothing (as in PyTorch, a second backward is fine)
+    np.testing.assert_allclose(x.grad.numpy(), np.exp(x0) + 4.0)
+    # a leaf changed in place since: a new tape (its old node stays with the old version)
+    p = x * x  # saves x
+    with ng.no_grad():
+        x += 1.0
+    q = x * x
+    assert q._tape is not p._tape
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        p.sum().backward()
+    x.grad = None
+    q.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * (x0 + 1.0))
+
+
+def test_a_shared_tape_stays_small_and_holds_no_large_values():
+    tensor_mod = importlib.import_module("numbagrad.tensor")  # ng.tensor is the function
+    tape_mod = importlib.import_module("numbagrad.tape")
+    x = ng.tensor(np.ones(3), requires_grad=True)
+    first = x * 2.0
+    parts = [x * float(i) for i in range(tensor_mod.REUSE_NODES + 5)]
+    assert parts[0]._tape is first._tape and len(first._tape) <= tensor_mod.REUSE_NODES + 1
+    assert parts[-1]._tape is not first._tape  # past REUSE_NODES nodes: a new tape
+    big = ng.tensor(np.ones(tape_mod.OWN_CHUNK), requires_grad=True)
+    s = big.sin()
+    assert s._tape.large and big.cos()._tape is not s._tape
+    f32 = ng.tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    h = f32 * 2.0
+    assert h._tape.dtype == np.float32
+    assert (f32 * 3.0)._tape is h._tape
+
+
+def test_trace_records_on_tapes_nobody_else_shares():
+    w = ng.tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    before = w.sin()  # the thread's last new tape holds w
+    f = ng.trace(lambda x: (w * x).sum(), np.ones(3))
+    assert len(before._tape) == 2  # nothing of f's graph landed on it
+    after = w.cos()
+    assert after._tape is not before._tape and len(after._tape) == 2  # nor on f's tape
+    np.testing.assert_array_equal(f.grad(np.array([1.0, 1.0, 2.0])), [1.0, 2.0, 3.0])
+    (before.sum() + after.sum()).backward()
+    np.testing.assert_allclose(w.grad.numpy(), np.cos([1.0, 2.0, 3.0]) - np.sin([1.0, 2.0, 3.0]))
 
 
 def test_merging_small_tapes_keeps_no_dead_copies_of_leaves():
