@@ -137,7 +137,7 @@ CALLOC_MIN = 1 << 17
 # (pool.py: a block no view holds any more, warm) and is cleared on both cores, and the
 # gradients are views of it.  Up to SCRATCH_MAX elements it can instead be a scratch array each
 # thread keeps, the gradients copied out of it: a gradient kept alive then holds only itself,
-# where a view holds its whole backward's buffer when pooled (2 MB or more; a smaller one is cut
+# where a view holds its whole backward's buffer when pooled (512 KB or more; a smaller one is cut
 # down to what is read afterwards), about 2-3 times the gradients.  The
 # copies cost 5-14%: W1 eager at 10^5, 10^6 and W3's at 10^6 took 612, 3,866 and 9,365 us with
 # a 32 MB scratch and 568, 3,244, 8,133 us without; W4 2,812 against 2,630 (2026-12-06,

@@ -27,7 +27,12 @@ import threading
 
 import numpy as np
 
-MIN_BYTES = 1 << 21   # below, malloc's free lists already hand memory back without faults
+# Every array the engine makes of PAR_MIN elements or more (bulk.py's results, adjoint buffers)
+# in float32 as in float64.  Below, malloc's free lists mostly hand memory back without faults;
+# above, glibc's mmap and trim thresholds move with what was freed before: W1's 1.6 MB values
+# at n = 2 * 10^5 faulted 1,140 pages a step (2.30 ms against 0.98) once W3 and W1 at 10^5 had
+# run in the process, with MIN_BYTES at 2 MB (/tmp/s/fmin2.py, 2026-12-06)
+MIN_BYTES = 1 << 19
 MAX_BYTES = 1 << 30   # blocks kept, free or in use
 
 _lock = threading.Lock()

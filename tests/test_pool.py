@@ -89,3 +89,12 @@ def test_tensor_copies_a_large_array_exactly_and_apart():
     np.testing.assert_array_equal(t.numpy(), x)
     x[0, 0] = -1
     assert t.numpy()[0, 0] == 0
+
+
+def test_every_array_the_engine_makes_of_par_min_elements_is_pooled():
+    from numbagrad.sweeps import PAR_MIN
+    for dtype in (np.float32, np.float64):
+        x = ng.tensor(np.linspace(-1.0, 1.0, PAR_MIN).astype(dtype), requires_grad=True)
+        y = x * 2.0  # bulk.py's parallel loop
+        assert y.detach().numpy().base is not None  # a view of a block
+        assert pool.held() >= PAR_MIN * np.dtype(dtype).itemsize
