@@ -580,10 +580,18 @@ def _block_forward(rows, cs, chunks, buf, sv, lo, m, width, store):
 
 
 @njit(**IEEE, cache=True)
-def _blocks_reverse(rows, cs, chunks, adj, sv, gv, blk0, blk1, n, width, g_tail, sums):
+def _blocks_reverse(rows, cs, chunks, adj, sv, gv, blk0, blk1, n, width, g_tail, sums, clear):
+    """``clear``: offsets of adjoints the segment adds to first and wholly (an eager backward's
+    ``autograd.share_adjoints``; empty in a replay), each cleared here block by block just
+    before its additions, in cache, instead of beforehand over the whole buffer."""
     for blk in range(blk0, blk1):
         lo = blk * width
-        _block_reverse(rows, cs, chunks, adj, sv, gv, lo, min(width, n - lo), width, g_tail, sums)
+        m = min(width, n - lo)
+        for f in clear:
+            z = adj[f + lo:f + lo + m]  # a slice: the loop vectorises (NOTES.md)
+            for k in range(m):
+                z[k] = 0.0
+        _block_reverse(rows, cs, chunks, adj, sv, gv, lo, m, width, g_tail, sums)
 
 
 @njit(**IEEE, inline="always")
@@ -660,7 +668,7 @@ def segment_forward(t, chunks, buf, plan, start, stop, par_min, nthreads):
 
 
 @njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
-def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads):
+def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads, clear):
     n = t.sizes[start]
     if n == 1:
         # a scalar program's offsets are into a replay's one buffer, its only chunk
@@ -694,12 +702,13 @@ def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthread
                     sv = np.empty(nops * width, dtype=adj.dtype)
                     gv = np.empty(nops * width, dtype=adj.dtype)
                     _blocks_reverse(rows, cs, chunks, adj, sv, gv, c * nblocks // nchunks,
-                                    (c + 1) * nblocks // nchunks, n, width, g_tail, sums[c])
+                                    (c + 1) * nblocks // nchunks, n, width, g_tail, sums[c],
+                                    clear)
     else:
         sv = np.empty(nops * width, dtype=adj.dtype)
         gv = np.empty(nops * width, dtype=adj.dtype)
         _blocks_reverse(rows, cs, chunks, adj, sv, gv, np.int64(0), nblocks, n, width, g_tail,
-                        sums[0])
+                        sums[0], clear)
     add_single_value_sums(t, adj, adj_off, start, stop, sums)
 
 
@@ -736,7 +745,7 @@ def replay_reverse(t, chunks, adj, adj_off, plan, top, par_min, nthreads):
         if seg_stop[s] - 1 < hi:
             reverse_sweep(t, chunks, adj, adj_off, hi, par_min, seg_stop[s])
         segment_reverse(t, chunks, adj, adj_off, plan, seg_start[s], min(seg_stop[s], hi + 1),
-                        par_min, nthreads)
+                        par_min, nthreads, seg_start[:0])
         hi = seg_start[s] - 1
     if hi >= 0:
         reverse_sweep(t, chunks, adj, adj_off, hi, par_min, np.int64(0))

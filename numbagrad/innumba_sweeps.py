@@ -136,7 +136,7 @@ def _segment_reverse(h, start, stop):
     sums[:] = 0.0
     _blocks_reverse(h.rows[start:stop], h.rcs[start:stop], h.chunks, adj, h.sv, h.gv,
                     np.int64(0), (n + width - 1) // width, n, width,
-                    closing_seed(t, adj, adj_off, stop), sums)
+                    closing_seed(t, adj, adj_off, stop), sums, h.seg_start[:0])
     add_single_value_sums(t, adj, adj_off, start, stop, sums.reshape((1, 2 * nops)))
 
 

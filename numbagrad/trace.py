@@ -210,7 +210,8 @@ def _held_reverse(held, top, par_min, bottom):
 @njit(**IEEE, cache=True)
 def _held_segment_reverse(held, start, stop, par_min, nthreads):
     t, chunks, buf, adj, adj_off, plan, zero = held[0]
-    segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads)
+    segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads,
+                    plan.seg_start[:0])
 
 
 @njit(**IEEE, inline="always")

@@ -41,6 +41,13 @@ CASES = {
                    [rng.standard_normal(N), rng.standard_normal(N)], True),
     "float32": (lambda x: ((x * 3 + 1) ** 2 / 4).sum(), [rng.standard_normal(N).astype(np.float32)],
                 True),
+    # x's adjoint: cleared by the run that adds to it first (the later one), then added to by
+    # the earlier; through views in one run and wholly in another; three uses in one op chain
+    "two runs on x": (lambda x: (ng.sin(x) * 2).sum() + (x * 3.0 + 1).sum(),
+                      [rng.standard_normal(N)], False),
+    "views and whole": (lambda x: (x[1:] * x[:-1]).sum() + (x * x).sum(),
+                        [rng.standard_normal(N)], True),
+    "x thrice": (lambda x: (x * x + x).sum(), [rng.standard_normal(N)], True),
 }
 
 
@@ -171,3 +178,40 @@ def test_random_graphs_fused_small_give_the_op_by_op_gradients(seed, monkeypatch
         if g is not None:
             tol = 1e-10 if arrays[0].dtype == np.float64 else 2e-5  # the graph's dtype
             np.testing.assert_allclose(g, h, rtol=tol, atol=tol * max(1.0, np.abs(h).max()))
+
+
+def test_a_run_clears_the_adjoints_it_adds_to_first_itself():
+    # share_adjoints' clear_seg: an operand's slot that a fused run adds to first and wholly is
+    # cleared by that run block by block (in cache), not beforehand with the rest of the buffer
+    from numbagrad import sweeps
+
+    def clear_seg(y, *leaves):
+        """Which run clears each leaf's slot (-1: cleared beforehand), and the runs' starts."""
+        tape = y._tape
+        arrays = tape.arrays()
+        seeds, keep = np.array([y._node]), np.zeros(0, dtype=np.int64)
+        fused = autograd._eager_fusion(tape, arrays, seeds, keep)
+        adj_off = sweeps.plan_adjoints(arrays, seeds)[0]
+        seg = autograd.share_adjoints(arrays, adj_off, seeds, keep, autograd.SHARE_MIN, fused)[-1]
+        node = {id(t): k for k, t, _ in tape.leaves}
+        return [int(seg[node[id(t)]]) for t in leaves], fused.plan.seg_start.tolist()
+
+    x0, w0 = rng.standard_normal(N), rng.standard_normal(N)
+    x, w = ng.tensor(x0, requires_grad=True), ng.tensor(w0, requires_grad=True)
+    assert clear_seg((2 * (x + 2) ** 2).mean(), x) == ([0], [1])  # the leaf, by the one run
+    x, w = ng.tensor(x0, requires_grad=True), ng.tensor(w0, requires_grad=True)
+    (gx, gw), starts = clear_seg((x[1:] * w[:-1]).sum() + (w * 2.0).sum(), x, w)
+    assert len(starts) == 2
+    assert gx == -1  # x only through a view: cleared beforehand
+    assert gw == 1  # w wholly in the later run, which adds to it first
+    # the buffers come from the pool uncleared: a second backward gets the first one's
+    for _ in range(2):
+        x, w = ng.tensor(x0, requires_grad=True), ng.tensor(w0, requires_grad=True)
+        ((x[1:] * w[:-1]).sum() + (w * 2.0).sum() + (2 * (x + 2) ** 2).mean()).backward()
+        gx = np.zeros(N)
+        gx[1:] += w0[:-1]
+        gx += 4 * (x0 + 2) / N
+        gw = np.full(N, 2.0)
+        gw[:-1] += x0[1:]
+        np.testing.assert_allclose(x.grad.numpy(), gx, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(w.grad.numpy(), gw, rtol=1e-12)
