@@ -133,15 +133,14 @@ def _seed(out, g, i):
 CALLOC_MIN = 1 << 17
 # ... but fresh pages cost a fault each here, two where a sweep adds into a calloc'd page (a
 # read maps the zero page, the write copies it): W1 at 10^5, 2.4 MB of adjoints, faulted 1,170
-# times per backward, 1.7 ms against 0.1 of sweeping.  So the buffer comes from the pool
-# (pool.py: a block no view holds any more, warm) and is cleared on both cores, and the
-# gradients are views of it.  Up to SCRATCH_MAX elements it can instead be a scratch array each
-# thread keeps, the gradients copied out of it: a gradient kept alive then holds only itself,
-# where a view holds its whole backward's buffer when pooled (512 KB or more; a smaller one is cut
-# down to what is read afterwards), about 2-3 times the gradients.  The
-# copies cost 5-14%: W1 eager at 10^5, 10^6 and W3's at 10^6 took 612, 3,866 and 9,365 us with
-# a 32 MB scratch and 568, 3,244, 8,133 us without; W4 2,812 against 2,630 (2026-12-06,
-# /tmp/s/scr2.py).  0: no scratch.
+# times per backward, 1.7 ms against 0.1 of sweeping. So the buffer comes from the pool (pool.py:
+# a block no view holds any more, warm) and is cleared on both cores, and the gradients are views
+# of it. Up to SCRATCH_MAX elements it can instead be a scratch array each thread keeps, the
+# gradients copied out of it: a gradient kept alive then holds only itself, where a view holds
+# its whole backward's buffer when pooled (512 KB or more; a smaller one is cut down to what is
+# read afterwards), about 2-3 times the gradients. The copies cost 5-14%: W1 eager at 10^5, 10^6
+# and W3's at 10^6 took 612, 3,866 and 9,365 us with a 32 MB scratch and 568, 3,244, 8,133 us
+# without; W4 2,812 against 2,630 (2026-12-06, /tmp/s/scr2.py). 0: no scratch.
 SCRATCH_MAX = 0
 
 
@@ -497,13 +496,13 @@ def backward_sweep(t, values, flag_column, seed_nodes, seeds, free, par_min, adj
     ``adj_buf`` is a buffer of exactly the adjoints' size, cleared here (but the slots fused
     segments clear themselves), or anything else to have one allocated here; for CALLOC_MIN
     elements or more it returns NEED_BUFFER with the size in ``op`` instead (call again with
-    ``np.empty(op)``).  With ``share``, large adjoints share
-    memory (``share_adjoints``): only the leaves' and ``keep``'s adjoints are read afterwards,
-    and they come first.  ``fused``: an EagerFusion (``_eager_fusion``) or None; Numba compiles
-    the two apart, so small graphs never load the fused sweep.  ``t``: the TapeArrays, or
-    their arrays as a plain tuple (``tuple(arrays)``): Numba types a namedtuple's arguments in
-    Python, a tuple's in C, 1.9 against 0.9 us a call (W1 at n = 3 sweeps in 4 us).  ``values``: the tape's typed
-    chunk list, or its one chunk (a typed list made and boxed in Python costs 4 us, W1 at n = 3).
+    ``np.empty(op)``). With ``share``, large adjoints share memory (``share_adjoints``): only
+    the leaves' and ``keep``'s adjoints are read afterwards, and they come first. ``fused``: an
+    EagerFusion (``_eager_fusion``) or None; Numba compiles the two apart, so small graphs
+    never load the fused sweep. ``t``: the TapeArrays, or their arrays as a plain tuple
+    (``tuple(arrays)``): Numba types a namedtuple's arguments in Python, a tuple's in C, 1.9
+    against 0.9 us a call (W1 at n = 3 sweeps in 4 us). ``values``: the tape's typed chunk
+    list, or its one chunk (a typed list made and boxed in Python costs 4 us, W1 at n = 3).
     A small tensor's backward used to pay for each step's call and NumPy temporaries
     separately: 30 us, against 4 us of sweeping.
     """
