@@ -450,9 +450,7 @@ def _tape_arrays_impl(t):
 def _clears(t, adj_off, clear_seg, fused):
     """``clear_seg`` by segment: (ptr, offsets, lengths), segment s's slots at
     ``offsets[ptr[s]:ptr[s + 1]]``."""
-    nseg = 0
-    if fused is not None:
-        nseg = fused.plan.seg_start.size
+    nseg = fused.plan.seg_start.size
     ptr = np.zeros(nseg + 1, dtype=np.int64)
     for k in range(clear_seg.size):
         if clear_seg[k] >= 0:
@@ -516,7 +514,7 @@ def backward_sweep(t, values, flag_column, seed_nodes, seeds, free, par_min, adj
     zero_at = seed_nodes[:0]
     zero_off, zero_len = zero_at, zero_at
     front = -1
-    clear_seg = np.full(adj_off.size, -1, dtype=np.int64)
+    clear_seg = seed_nodes[:0]  # nothing fused: no slot clears itself
     if share and (total >= CALLOC_MIN or fused is not None):
         adj_off, total, front, zero_at, zero_off, zero_len, clear_seg = share_adjoints(
             t, adj_off, seed_nodes, keep, SHARE_MIN, fused)
@@ -528,7 +526,9 @@ def backward_sweep(t, values, flag_column, seed_nodes, seeds, free, par_min, adj
     else:
         adj = np.zeros(total, dtype=seeds.dtype)
     out, adj = adj, K.borrowed(adj)  # the caller's, or returned: out keeps it alive
-    clear_ptr, clear_off, clear_len = _clears(t, adj_off, clear_seg, fused)
+    clear_ptr = clear_off = clear_len = seed_nodes[:0]
+    if fused is not None:
+        clear_ptr, clear_off, clear_len = _clears(t, adj_off, clear_seg, fused)
     if given:
         _clear_but(adj, clear_off, clear_len, par_min)
     pos, top = 0, np.int64(-1)  # np.int64: see sweeps.SERIAL

@@ -512,7 +512,7 @@ def start_tape(inputs, dtype):
             seen = tape._leaf_node
             for x in inputs:
                 k = seen.get(id(x))
-                if k is not None and x._tape_ is None and k[1] == version_counter(x)[0]:
+                if k is not None and k[1] == version_counter(x)[0]:
                     return tape
     tape = Tape(dtype)
     _recent.tape = weakref.ref(tape)
