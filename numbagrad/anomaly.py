@@ -27,13 +27,7 @@ _active = [0]   # detect_anomaly blocks open in any thread: the fast "off" test 
 _active_lock = threading.Lock()  # += on it from two threads at once could lose a count
 
 # opcode -> its name in ops.py (NEG, DIV, ...)
-OPCODE_NAMES = {}
-for _name in dir(ops):
-    _v = getattr(ops, _name)
-    if _name.isupper() and isinstance(_v, int) and _name not in (
-            "LT", "LE", "GT", "GE", "EQ", "NE", "N_OPCODES") and 0 <= _v < ops.N_OPCODES:
-        OPCODE_NAMES.setdefault(_v, _name)
-OPCODE_NAMES[LEAF] = "LEAF"
+OPCODE_NAMES = ops.OPCODE_NAME
 
 
 class AnomalyError(RuntimeError):

@@ -516,3 +516,17 @@ for _o in OPS:
     if _o is not None:
         SAVES[_o.code] = {"": 0, "in": 1, "out": 2, "both": 3}[_o.saves]
 KNOWN = np.array([o is not None for o in OPS], dtype=np.bool_)
+
+# Every opcode's stable name (its constant's name here).  A saved tape stores its opcodes by
+# these names, so that renumbering or adding ops never changes what an existing file means.
+OPCODE_NAME = {
+    LEAF: "LEAF", NEG: "NEG", EXP: "EXP", LOG: "LOG", SIN: "SIN", COS: "COS", TAN: "TAN",
+    TANH: "TANH", SIGMOID: "SIGMOID", RELU: "RELU", SQRT: "SQRT", ABS: "ABS", ADD_C: "ADD_C",
+    MUL_C: "MUL_C", DIV_C: "DIV_C", POW_C: "POW_C", RSUB_C: "RSUB_C", RDIV_C: "RDIV_C",
+    RPOW_C: "RPOW_C", CLAMP: "CLAMP", ADD: "ADD", SUB: "SUB", MUL: "MUL", DIV: "DIV", POW: "POW",
+    MAXIMUM: "MAXIMUM", MINIMUM: "MINIMUM", WHERE: "WHERE", SUM: "SUM", MEAN: "MEAN", MAX: "MAX",
+    MIN: "MIN", LOGSUMEXP: "LOGSUMEXP", SOFTMAX: "SOFTMAX", LOG_SOFTMAX: "LOG_SOFTMAX",
+    RESHAPE: "RESHAPE", GATHER: "GATHER", CAT: "CAT", MATMUL: "MATMUL", COMPARE: "COMPARE",
+}
+OPCODE_OF = {name: code for code, name in OPCODE_NAME.items()}
+assert sorted(OPCODE_NAME) == [o.code for o in OPS if o is not None]
