@@ -40,33 +40,10 @@ def _drop_stale_numba_caches():
 _drop_stale_numba_caches()
 
 
-def _choose_threading_layer():
-    """Pick a thread- and fork-safe Numba threading layer before any parallel region starts.
+# TBB, loaded by its path where the loader would not find it (a virtualenv): threading_layer.py
+from . import threading_layer as _threading_layer
 
-    Numba's fallback layer, ``workqueue``, aborts the process when two Python threads launch
-    parallel sweeps at once (``grad_batch``, ``jacobian``, large kernels), and GNU OpenMP is not
-    fork-safe.  TBB (the ``tbb`` package, TBB_INTERFACE_VERSION >= 12060, i.e. 2021.6 or later,
-    as Numba requires) is both, so it is a dependency and chosen here; without it we ask for
-    any thread-safe layer (``threadsafe``: TBB or OpenMP).  NUMBA_THREADING_LAYER, when set,
-    wins.
-    """
-    import os
-    import numba
-    if os.environ.get("NUMBA_THREADING_LAYER"):
-        return
-    try:
-        from numba.np.ufunc.parallel import _check_tbb_version_compatible
-        _check_tbb_version_compatible()
-        numba.config.THREADING_LAYER = "tbb"
-    except Exception:  # no usable TBB: OpenMP is thread-safe too (not across fork)
-        try:
-            from numba.np.ufunc import omppool  # noqa: F401
-            numba.config.THREADING_LAYER = "threadsafe"
-        except Exception:  # only workqueue: concurrent parallel sweeps would abort
-            pass
-
-
-_choose_threading_layer()
+_threading_layer.choose()
 
 
 def _launch_numba_threads():
