@@ -15,7 +15,7 @@ def _drop_stale_numba_caches():
     import os
     here = os.path.dirname(__file__)
     digest = hashlib.sha1()
-    for name in ("ops.py", "kernels.py", "sweeps.py", "fusion.py"):  # what others call into
+    for name in ("ops.py", "kernels.py", "dispatch.py", "sweeps.py", "fusion.py"):  # what others call into
         with open(os.path.join(here, name), "rb") as fh:
             digest.update(fh.read())
     cache = os.path.join(here, "__pycache__")
@@ -65,6 +65,8 @@ def _launch_numba_threads():
 
 
 _launch_numba_threads()
+
+from . import compile_notice  # noqa: E402  (a line on stderr when a first use compiles long)
 
 from .grad_mode import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
 from .tensor import (

@@ -34,7 +34,10 @@ from .ops import (
     unary_f, unary_d, unary_fd, binary_f, binary_da, binary_db,
     unary_f_inlined, unary_d_inlined, binary_f_inlined, binary_da_inlined, binary_db_inlined,
 )
-from .sweeps import forward_sweep, reverse_sweep
+from . import dispatch as D
+from .dispatch import (SMALL, LARGE, UBLOCK_FWD, UBLOCK_VJP, BBLOCK_FWD, BBLOCK_VJP, SEG_FWD,
+                       SEG_REV)
+from .sweeps import forward_sweep, reverse_sweep, kernel
 
 # Elements per block: each op of a block costs about 75 ns of calls besides its arithmetic, so
 # wider blocks pay less of it; 1,024 float64 a node still sits in L2 (W1's eager backward at
@@ -263,74 +266,38 @@ def _binary_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go,
     return acc_a, acc_b
 
 
-@njit(**IEEE, cache=True)
+# The block loops reach each op's kernel through dispatch.TABLE, as the sweeps do: a fused
+# sweep compiles the block kernels of the ops it meets, not those of every op.
+
+@njit(**IEEE, inline="always")
 def unary_block_fwd(op, xa, xo, xs, ya, yo, m, c0, c1):
-    if op == NEG: _unary_fwd(NEG, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == EXP: _unary_fwd(EXP, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == LOG: _unary_fwd(LOG, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == SIN: _unary_fwd(SIN, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == COS: _unary_fwd(COS, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == TAN: _unary_fwd(TAN, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == TANH: _unary_fwd(TANH, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == SIGMOID: _unary_fwd(SIGMOID, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == RELU: _unary_fwd(RELU, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == SQRT: _unary_fwd(SQRT, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == ABS: _unary_fwd(ABS, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == ADD_C: _unary_fwd(ADD_C, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == MUL_C: _unary_fwd(MUL_C, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == DIV_C: _unary_fwd(DIV_C, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == POW_C: _unary_fwd(POW_C, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == RSUB_C: _unary_fwd(RSUB_C, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == RDIV_C: _unary_fwd(RDIV_C, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == RPOW_C: _unary_fwd(RPOW_C, xa, xo, xs, ya, yo, m, c0, c1)
-    elif op == CLAMP: _unary_fwd(CLAMP, xa, xo, xs, ya, yo, m, c0, c1)
+    a = kernel(UBLOCK_FWD, SMALL, ya, op)
+    D.call_kernel(UBLOCK_FWD, a, op, (xa, np.int64(xo), np.int64(xs), ya, np.int64(yo),
+                                        np.int64(m), np.float64(c0), np.float64(c1)))
 
 
-@njit(**IEEE, cache=True)
+@njit(**IEEE, inline="always")
 def unary_block_vjp(op, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1):
-    if op == NEG: return _unary_vjp(NEG, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == EXP: return _unary_vjp(EXP, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == LOG: return _unary_vjp(LOG, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == SIN: return _unary_vjp(SIN, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == COS: return _unary_vjp(COS, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == TAN: return _unary_vjp(TAN, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == TANH: return _unary_vjp(TANH, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == SIGMOID: return _unary_vjp(SIGMOID, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == RELU: return _unary_vjp(RELU, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == SQRT: return _unary_vjp(SQRT, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == ABS: return _unary_vjp(ABS, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == ADD_C: return _unary_vjp(ADD_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == MUL_C: return _unary_vjp(MUL_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == DIV_C: return _unary_vjp(DIV_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == POW_C: return _unary_vjp(POW_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == RSUB_C: return _unary_vjp(RSUB_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == RDIV_C: return _unary_vjp(RDIV_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == RPOW_C: return _unary_vjp(RPOW_C, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    elif op == CLAMP: return _unary_vjp(CLAMP, xa, xo, xs, ya, yo, ga, go, ta, to, ts, m, c0, c1)
-    return 0.0
+    a = kernel(UBLOCK_VJP, SMALL, ya, op)
+    return D.call_kernel(UBLOCK_VJP, a, op, (
+        xa, np.int64(xo), np.int64(xs), ya, np.int64(yo), ga, np.int64(go), ta, np.int64(to),
+        np.int64(ts), np.int64(m), np.float64(c0), np.float64(c1)))
 
 
-@njit(**IEEE, cache=True)
+@njit(**IEEE, inline="always")
 def binary_block_fwd(op, aa, ao, as_, ba, bo, bs, ya, yo, m):
-    if op == ADD: _binary_fwd(ADD, aa, ao, as_, ba, bo, bs, ya, yo, m)
-    elif op == SUB: _binary_fwd(SUB, aa, ao, as_, ba, bo, bs, ya, yo, m)
-    elif op == MUL: _binary_fwd(MUL, aa, ao, as_, ba, bo, bs, ya, yo, m)
-    elif op == DIV: _binary_fwd(DIV, aa, ao, as_, ba, bo, bs, ya, yo, m)
-    elif op == POW: _binary_fwd(POW, aa, ao, as_, ba, bo, bs, ya, yo, m)
-    elif op == MAXIMUM: _binary_fwd(MAXIMUM, aa, ao, as_, ba, bo, bs, ya, yo, m)
-    elif op == MINIMUM: _binary_fwd(MINIMUM, aa, ao, as_, ba, bo, bs, ya, yo, m)
+    a = kernel(BBLOCK_FWD, SMALL, ya, op)
+    D.call_kernel(BBLOCK_FWD, a, op, (aa, np.int64(ao), np.int64(as_), ba, np.int64(bo),
+                                        np.int64(bs), ya, np.int64(yo), np.int64(m)))
 
 
-@njit(**IEEE, cache=True)
+@njit(**IEEE, inline="always")
 def binary_block_vjp(op, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m):
-    if op == ADD: return _binary_vjp(ADD, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
-    elif op == SUB: return _binary_vjp(SUB, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
-    elif op == MUL: return _binary_vjp(MUL, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
-    elif op == DIV: return _binary_vjp(DIV, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
-    elif op == POW: return _binary_vjp(POW, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
-    elif op == MAXIMUM: return _binary_vjp(MAXIMUM, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
-    elif op == MINIMUM: return _binary_vjp(MINIMUM, aa, ao, as_, ba, bo, bs, ya, yo, ga, go, ta, to, ts, tb, tbo, tbs, m)
-    return 0.0, 0.0
+    a = kernel(BBLOCK_VJP, SMALL, ya, op)
+    return D.call_kernel(BBLOCK_VJP, a, op, (
+        aa, np.int64(ao), np.int64(as_), ba, np.int64(bo), np.int64(bs), ya, np.int64(yo), ga,
+        np.int64(go), ta, np.int64(to), np.int64(ts), tb, np.int64(tbo), np.int64(tbs),
+        np.int64(m)))
 
 
 @njit(**IEEE, cache=True)
@@ -643,8 +610,29 @@ def _block_reverse(rows, cs, chunks, adj, sv, gv, lo, m, width, g_tail, sums):
                 sums[2 * j + 1] += sb
 
 
-@njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
+@njit(**IEEE, cache=True)
 def segment_forward(t, chunks, buf, plan, start, stop, par_min, nthreads):
+    """The fused forward sweep of segment start..stop-1: its serial form below ``par_min``
+    elements, its threaded one from there (each compiled at its first use)."""
+    size = LARGE if t.sizes[start] >= par_min else SMALL
+    a = kernel(SEG_FWD, size, buf, LEAF)
+    D.call_kernel(SEG_FWD, a, LEAF, (t, chunks, buf, plan, np.int64(start), np.int64(stop),
+                                       np.int64(par_min), np.int64(nthreads)))
+
+
+@njit(**IEEE, cache=True)
+def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads, clear):
+    """The fused reverse sweep of segment start..stop-1 (serial or threaded, as
+    ``segment_forward``)."""
+    size = LARGE if t.sizes[start] >= par_min else SMALL
+    a = kernel(SEG_REV, size, adj, LEAF)
+    D.call_kernel(SEG_REV, a, LEAF, (t, chunks, adj, adj_off, plan, np.int64(start),
+                                       np.int64(stop), np.int64(par_min), np.int64(nthreads),
+                                       np.ascontiguousarray(clear)))
+
+
+@njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
+def segment_forward_impl(op, t, chunks, buf, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
     if n == 1:
         scalar_forward(plan.prog, plan.pc, buf, start, stop)
@@ -668,7 +656,8 @@ def segment_forward(t, chunks, buf, plan, start, stop, par_min, nthreads):
 
 
 @njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
-def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads, clear):
+def segment_reverse_impl(op, t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads,
+                         clear):
     n = t.sizes[start]
     if n == 1:
         # a scalar program's offsets are into a replay's one buffer, its only chunk

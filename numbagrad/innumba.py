@@ -78,6 +78,7 @@ from numba.core.imputils import lower_constant
 from numba.experimental import structref
 from numba.typed import List
 
+from . import dispatch
 from .fusion import BLOCK, plan_rows
 from .ops import IEEE
 from .innumba_sweeps import VALUE, GRAD, VJP, JVP, HVP, FIELDS as _FIELDS, entry_for
@@ -300,6 +301,12 @@ def handle_for(traced):
     chunks, buf, adj, adjdot, tan, sv, gv, sums = _own_buffers(
         traced._init, traced._total + 1, max(int(n_tan), 1), int(max(1, (nops * width).max())),
         int(2 * nops.max()))
+    # a handle may run on the threads of the user's prange loop, where no kernel can be
+    # compiled on demand: every kernel its serial sweeps reach is compiled now
+    dispatch.ensure(t.opcodes, (dispatch.FWD, dispatch.VJP, dispatch.JVP, dispatch.HVP,
+                                dispatch.UBLOCK_FWD, dispatch.UBLOCK_VJP, dispatch.BBLOCK_FWD,
+                                dispatch.BBLOCK_VJP), dispatch.DTYPES.index(
+                                    traced._init.dtype.type))
     h = _new(t, adj_off, tan_off, starts, stops, ext, plan.prog, plan.pc, rows, rcs, zero, inputs, g_off, g_ptr, g_vals, g_truth,
              int(cols[-1]), traced._out_size, int(out_node), int(t.val_off[out_node]),
              int(adj_off[out_node]), int(tan_off[out_node]), 0,

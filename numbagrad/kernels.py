@@ -474,7 +474,7 @@ def _binary_hvp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, tan, ta, tb, adj, adjd
 # ---------------------------------------------------------------- comparisons (no derivative)
 
 @jit
-def compare_fwd(t, chunks, i):
+def compare_fwd(op, t, chunks, i, par_min):
     a, b = arg(t, i, 0), arg(t, i, 1)
     av, ao = chunks[t.val_chunk[a]], t.val_off[a]
     bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
@@ -498,7 +498,7 @@ def compare_fwd(t, chunks, i):
 # ---------------------------------------------------------------- where(cond, b, c)
 
 @jit
-def where_fwd(t, chunks, i):
+def where_fwd(op, t, chunks, i, par_min):
     out_shape = shape_of(t, i)
     yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
     k0, k1, k2 = arg(t, i, 0), arg(t, i, 1), arg(t, i, 2)
@@ -516,7 +516,7 @@ def where_fwd(t, chunks, i):
 
 
 @jit
-def where_vjp(t, chunks, adj, adj_off, i):
+def where_vjp(op, t, chunks, adj, adj_off, i, par_min):
     out_shape = shape_of(t, i)
     go = adj_off[i]
     k0, k1, k2 = arg(t, i, 0), arg(t, i, 1), arg(t, i, 2)
@@ -534,7 +534,7 @@ def where_vjp(t, chunks, adj, adj_off, i):
 
 
 @jit
-def where_jvp(t, chunks, tan, tan_off, i):
+def where_jvp(op, t, chunks, tan, tan_off, i, par_min):
     # the hvp rule is where_vjp on adjdot: the choice does not move with the operands
     to = tan_off[i]
     if to < 0:
@@ -557,7 +557,7 @@ def where_jvp(t, chunks, tan, tan_off, i):
 # iparams: outer, n, inner[, split_ties]; MEAN's constant is the count it divides by.
 
 @pjit
-def reduce_fwd(t, chunks, i, par_min):
+def reduce_fwd(op, t, chunks, i, par_min):
     op = t.opcodes[i]
     p = iparams_of(t, i)
     outer, n, inner = p[0], p[1], p[2]
@@ -637,7 +637,7 @@ def _reduce_row(op, xv, xo, yv, yo, o, l, n, inner, scale, e):
 
 
 @pjit
-def reduce_vjp(t, chunks, adj, adj_off, i, par_min):
+def reduce_vjp(op, t, chunks, adj, adj_off, i, par_min):
     x = arg(t, i, 0)
     gx = adj_off[x]
     if gx < 0:
@@ -732,7 +732,7 @@ def _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, o, l, n, inner, scale, spli
 
 
 @pjit
-def reduce_jvp(t, chunks, tan, tan_off, i, par_min):
+def reduce_jvp(op, t, chunks, tan, tan_off, i, par_min):
     ty = tan_off[i]
     if ty < 0:
         return
@@ -812,7 +812,7 @@ def _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, o, l, n, inner, scale, spli
 
 
 @pjit
-def reduce_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+def reduce_hvp(op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
     x = arg(t, i, 0)
     gx = adj_off[x]
     if gx < 0:
@@ -894,7 +894,7 @@ def _reduce_row_curvature(op, xv, xo, yv, yo, tan, tx, adj, adjdot, gx, go, o, l
 # ---------------------------------------------------------------- reshape, gather, cat
 
 @jit
-def copy_fwd(t, chunks, i):
+def copy_fwd(op, t, chunks, i, par_min):
     x = arg(t, i, 0)
     xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
     yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
@@ -905,7 +905,7 @@ def copy_fwd(t, chunks, i):
 
 
 @pjit
-def copy_vjp(t, adj, adj_off, i, par_min):
+def copy_vjp(op, t, chunks, adj, adj_off, i, par_min):
     gx = adj_off[arg(t, i, 0)]
     if gx < 0:
         return
@@ -921,7 +921,7 @@ def copy_vjp(t, adj, adj_off, i, par_min):
 
 
 @jit
-def copy_jvp(t, tan, tan_off, i):
+def copy_jvp(op, t, chunks, tan, tan_off, i, par_min):
     # reshape, clone and dtype copies are linear: the hvp rule is copy_vjp on adjdot
     ty = tan_off[i]
     if ty < 0:
@@ -952,7 +952,7 @@ def _gather_into(dst, do, src, so, idx, n):
 
 
 @jit
-def gather_fwd(t, chunks, i):
+def gather_fwd(op, t, chunks, i, par_min):
     x = arg(t, i, 0)
     _gather_into(chunks[t.val_chunk[i]], t.val_off[i], chunks[t.val_chunk[x]], t.val_off[x],
                  iparams_of(t, i), t.sizes[i])
@@ -971,7 +971,7 @@ def is_run(idx):
 
 
 @jit
-def gather_vjp(t, adj, adj_off, i):
+def gather_vjp(op, t, chunks, adj, adj_off, i, par_min):
     gx = adj_off[arg(t, i, 0)]
     if gx < 0:
         return
@@ -992,7 +992,7 @@ def gather_vjp(t, adj, adj_off, i):
 
 
 @jit
-def gather_jvp(t, tan, tan_off, i):
+def gather_jvp(op, t, chunks, tan, tan_off, i, par_min):
     ty = tan_off[i]
     if ty < 0:
         return
@@ -1006,7 +1006,7 @@ def gather_jvp(t, tan, tan_off, i):
 # CAT iparams: outer, inner, then each operand's length along the axis.
 
 @jit
-def cat_fwd(t, chunks, i):
+def cat_fwd(op, t, chunks, i, par_min):
     p = iparams_of(t, i)
     outer, inner = p[0], p[1]
     total = 0
@@ -1025,7 +1025,7 @@ def cat_fwd(t, chunks, i):
 
 
 @jit
-def cat_vjp(t, adj, adj_off, i):
+def cat_vjp(op, t, chunks, adj, adj_off, i, par_min):
     p = iparams_of(t, i)
     outer, inner = p[0], p[1]
     total = 0
@@ -1044,7 +1044,7 @@ def cat_vjp(t, adj, adj_off, i):
 
 
 @jit
-def cat_jvp(t, tan, tan_off, i):
+def cat_jvp(op, t, chunks, tan, tan_off, i, par_min):
     to = tan_off[i]
     if to < 0:
         return
@@ -1136,7 +1136,7 @@ def gemm(c, co, a, ao, ta, b, bo, tb, m, k, n, beta):
 
 
 @jit
-def matmul_fwd(t, chunks, i):
+def matmul_fwd(op, t, chunks, i, par_min):
     p = iparams_of(t, i)
     batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
     a, b = arg(t, i, 0), arg(t, i, 1)
@@ -1149,7 +1149,7 @@ def matmul_fwd(t, chunks, i):
 
 
 @jit
-def matmul_vjp(t, chunks, adj, adj_off, i):
+def matmul_vjp(op, t, chunks, adj, adj_off, i, par_min):
     p = iparams_of(t, i)
     batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
     a, b = arg(t, i, 0), arg(t, i, 1)
@@ -1236,7 +1236,7 @@ def matmul_vjp_rows(adj, g, av, ao, bv, bo, m, k, n, out, sa, sb):
 
 
 @jit
-def matmul_jvp(t, chunks, tan, tan_off, i):
+def matmul_jvp(op, t, chunks, tan, tan_off, i, par_min):
     to = tan_off[i]
     if to < 0:
         return
@@ -1260,9 +1260,9 @@ def matmul_jvp(t, chunks, tan, tan_off, i):
 
 
 @jit
-def matmul_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i):
+def matmul_hvp(op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
     """dGa = dG @ B.T + G @ dB.T and dGb = A.T @ dG + dA.T @ G (G the adjoint, d its tangent)."""
-    matmul_vjp(t, chunks, adjdot, adj_off, i)  # the dG terms
+    matmul_vjp(op, t, chunks, adjdot, adj_off, i, par_min)  # the dG terms
     p = iparams_of(t, i)
     batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
     a, b = arg(t, i, 0), arg(t, i, 1)

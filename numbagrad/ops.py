@@ -429,23 +429,44 @@ def _clamp_eager(x, lo, hi):
     return np.minimum(np.maximum(x, x.dtype.type(lo)), x.dtype.type(hi))
 
 
+# Families: an op's family names the kernels that run it in each sweep mode (dispatch.py)
+LEAF_F, UNARY_F, BINARY_F, WHERE_F, REDUCE_F, RESHAPE_F, GATHER_F, CAT_F, MATMUL_F, COMPARE_F = (
+    "leaf", "unary", "binary", "where", "reduce", "reshape", "gather", "cat", "matmul",
+    "compare")
+
+
 class Op:
-    """What Python needs to know of one opcode (the Numba side dispatches on the integer)."""
+    """One opcode's row: what Python and the dispatch tables need to know of it."""
 
-    __slots__ = ("code", "name", "saves", "eager")
+    __slots__ = ("code", "name", "saves", "eager", "family", "linear")
 
-    def __init__(self, code, name, saves, eager=None):
+    def __init__(self, code, name, saves, eager, family, linear):
         self.code = code      # the opcode
         self.name = name      # grad_fn name as torch prints it
         self.saves = saves    # which values backward reads: "" none, "in", "out", "both"
         self.eager = eager    # NumPy forward on whole arrays (Python side)
+        self.family = family  # which kernels sweep it (dispatch.KERNELS)
+        self.linear = linear  # piecewise linear: no curvature, its HVP is its VJP on adjdot
 
 
 OPS = [None] * N_OPCODES
+# piecewise-linear ops: the Hessian-vector sweep runs their reverse kernel on the adjoints'
+# tangents (their second derivative is zero wherever it exists)
+_LINEAR = {NEG, RELU, ABS, ADD_C, MUL_C, DIV_C, RSUB_C, CLAMP, ADD, SUB, MAXIMUM, MINIMUM, WHERE,
+           RESHAPE, GATHER, CAT, COMPARE, LEAF}
+
+
+def _family(code):
+    if code == LEAF: return LEAF_F
+    if code in UNARY: return UNARY_F
+    if code in BINARY: return BINARY_F
+    if code in REDUCTIONS: return REDUCE_F
+    return {WHERE: WHERE_F, RESHAPE: RESHAPE_F, GATHER: GATHER_F, CAT: CAT_F, MATMUL: MATMUL_F,
+            COMPARE: COMPARE_F}[code]
 
 
 def _op(code, name, saves, eager=None):
-    OPS[code] = Op(code, name, saves, eager)
+    OPS[code] = Op(code, name, saves, eager, _family(code), code in _LINEAR)
 
 
 _op(LEAF, "AccumulateGrad", "")

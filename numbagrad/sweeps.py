@@ -1,22 +1,20 @@
-"""The sweeps: Numba loops over a tape that dispatch on each op's opcode.
+"""The sweeps: Numba loops over a tape that run each op's kernel.
 
 ``reverse_sweep`` walks the tape backwards accumulating adjoints (backward,
 ``grad``, VJPs); ``forward_sweep`` recomputes every value from the leaves
 (replay); ``tangent_sweep`` pushes tangents forward (JVPs, forward mode) and
 ``hvp_sweep`` pushes the tangents of the adjoints backward (forward-over-reverse:
-Hessian-vector products).  The dispatch is one line per opcode; the rules live in ``ops.py``
-(scalar formulas) and ``kernels.py`` (loops).
+Hessian-vector products).  Each node's kernel is looked up in ``dispatch.TABLE`` by mode, size
+class, dtype and opcode and called there: the sweeps decide nothing per op, and compile once
+whatever ops exist.  The rules live in ``ops.py`` (scalar formulas) and ``kernels.py`` (loops).
 """
 import numpy as np
 from numba import njit
 
 from . import kernels as K
-from .ops import (
-    IEEE, LEAF, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
-    ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
-    ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, WHERE,
-    SUM, LOG_SOFTMAX, RESHAPE, GATHER, CAT, MATMUL, COMPARE, SAVES
-)
+from . import dispatch as D
+from .dispatch import FWD, VJP, JVP, HVP, SMALL, LARGE
+from .ops import IEEE, LEAF, N_OPCODES, SAVES
 
 # node flags (Tape.flags)
 REQUIRES_GRAD = 1  # the node depends on an input that requires grad
@@ -83,6 +81,35 @@ def plan_adjoints(t, seed_nodes):
 
 
 @njit(**IEEE, cache=True)
+def fill_slot(mode, size, dtype_index, op):
+    """Compile the kernel of an empty slot (once per machine: then Numba's cache loads it)."""
+    addr = D.call_fill_slot(mode, size, dtype_index, op)
+    if addr == 0:  # dispatch.last_error() holds the reason, printed on stderr too
+        raise ValueError("numbagrad: no kernel for opcode (no row in numbagrad.ops, or its "
+                         "kernel failed to compile: numbagrad.dispatch.last_error())", op)
+    return addr
+
+
+@K.inline
+def size_class(t, i, par_min):
+    """LARGE where node i or its first operand has par_min elements or more."""
+    n = t.sizes[i]
+    p = t.arg_ptr[i]
+    if p < t.arg_ptr[i + 1]:
+        n = max(n, t.sizes[t.args[p]])
+    return LARGE if n >= par_min else SMALL
+
+
+@K.inline
+def kernel(mode, size, values, op):
+    """The address of op's kernel for ``mode``, compiled on its first use."""
+    a = D.table_slot(mode, size, values, op)
+    if a == 0 or op < 0 or op >= N_OPCODES:  # the callback raises for an unknown opcode
+        a = fill_slot(np.int64(mode), np.int64(size), D.dtype_index(values), np.int64(op))
+    return a
+
+
+@njit(**IEEE, cache=True)
 def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom):
     """Accumulate adjoints from node ``top`` down to ``bottom`` (seeds already in ``adj``)."""
     # the caller holds these for the call: borrowed, kernels count no references to them
@@ -92,39 +119,10 @@ def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom):
         if adj_off[i] < 0:
             continue
         op = t.opcodes[i]
-        if op == LEAF: continue
-        elif op == NEG: K.unary_vjp(NEG, t, chunks, adj, adj_off, i, par_min)
-        elif op == EXP: K.unary_vjp(EXP, t, chunks, adj, adj_off, i, par_min)
-        elif op == LOG: K.unary_vjp(LOG, t, chunks, adj, adj_off, i, par_min)
-        elif op == SIN: K.unary_vjp(SIN, t, chunks, adj, adj_off, i, par_min)
-        elif op == COS: K.unary_vjp(COS, t, chunks, adj, adj_off, i, par_min)
-        elif op == TAN: K.unary_vjp(TAN, t, chunks, adj, adj_off, i, par_min)
-        elif op == TANH: K.unary_vjp(TANH, t, chunks, adj, adj_off, i, par_min)
-        elif op == SIGMOID: K.unary_vjp(SIGMOID, t, chunks, adj, adj_off, i, par_min)
-        elif op == RELU: K.unary_vjp(RELU, t, chunks, adj, adj_off, i, par_min)
-        elif op == SQRT: K.unary_vjp(SQRT, t, chunks, adj, adj_off, i, par_min)
-        elif op == ABS: K.unary_vjp(ABS, t, chunks, adj, adj_off, i, par_min)
-        elif op == ADD_C: K.unary_vjp(ADD_C, t, chunks, adj, adj_off, i, par_min)
-        elif op == MUL_C: K.unary_vjp(MUL_C, t, chunks, adj, adj_off, i, par_min)
-        elif op == DIV_C: K.unary_vjp(DIV_C, t, chunks, adj, adj_off, i, par_min)
-        elif op == POW_C: K.unary_vjp(POW_C, t, chunks, adj, adj_off, i, par_min)
-        elif op == RSUB_C: K.unary_vjp(RSUB_C, t, chunks, adj, adj_off, i, par_min)
-        elif op == RDIV_C: K.unary_vjp(RDIV_C, t, chunks, adj, adj_off, i, par_min)
-        elif op == RPOW_C: K.unary_vjp(RPOW_C, t, chunks, adj, adj_off, i, par_min)
-        elif op == CLAMP: K.unary_vjp(CLAMP, t, chunks, adj, adj_off, i, par_min)
-        elif op == ADD: K.binary_vjp(ADD, t, chunks, adj, adj_off, i, par_min)
-        elif op == SUB: K.binary_vjp(SUB, t, chunks, adj, adj_off, i, par_min)
-        elif op == MUL: K.binary_vjp(MUL, t, chunks, adj, adj_off, i, par_min)
-        elif op == DIV: K.binary_vjp(DIV, t, chunks, adj, adj_off, i, par_min)
-        elif op == POW: K.binary_vjp(POW, t, chunks, adj, adj_off, i, par_min)
-        elif op == MAXIMUM: K.binary_vjp(MAXIMUM, t, chunks, adj, adj_off, i, par_min)
-        elif op == MINIMUM: K.binary_vjp(MINIMUM, t, chunks, adj, adj_off, i, par_min)
-        elif op == WHERE: K.where_vjp(t, chunks, adj, adj_off, i)
-        elif SUM <= op <= LOG_SOFTMAX: K.reduce_vjp(t, chunks, adj, adj_off, i, par_min)
-        elif op == RESHAPE: K.copy_vjp(t, adj, adj_off, i, par_min)
-        elif op == GATHER: K.gather_vjp(t, adj, adj_off, i)
-        elif op == CAT: K.cat_vjp(t, adj, adj_off, i)
-        elif op == MATMUL: K.matmul_vjp(t, chunks, adj, adj_off, i)
+        if op == LEAF:
+            continue
+        a = kernel(VJP, size_class(t, i, par_min), adj, op)
+        D.call_kernel(VJP, a, op, (t, chunks, adj, adj_off, i, par_min))
 
 
 @njit(**IEEE, cache=True)
@@ -133,40 +131,10 @@ def forward_sweep(t, chunks, start, stop, par_min):
     t = K.borrowed(t)  # as in reverse_sweep
     for i in range(start, stop):
         op = t.opcodes[i]
-        if op == LEAF: continue
-        elif op == NEG: K.unary_fwd(NEG, t, chunks, i, par_min)
-        elif op == EXP: K.unary_fwd(EXP, t, chunks, i, par_min)
-        elif op == LOG: K.unary_fwd(LOG, t, chunks, i, par_min)
-        elif op == SIN: K.unary_fwd(SIN, t, chunks, i, par_min)
-        elif op == COS: K.unary_fwd(COS, t, chunks, i, par_min)
-        elif op == TAN: K.unary_fwd(TAN, t, chunks, i, par_min)
-        elif op == TANH: K.unary_fwd(TANH, t, chunks, i, par_min)
-        elif op == SIGMOID: K.unary_fwd(SIGMOID, t, chunks, i, par_min)
-        elif op == RELU: K.unary_fwd(RELU, t, chunks, i, par_min)
-        elif op == SQRT: K.unary_fwd(SQRT, t, chunks, i, par_min)
-        elif op == ABS: K.unary_fwd(ABS, t, chunks, i, par_min)
-        elif op == ADD_C: K.unary_fwd(ADD_C, t, chunks, i, par_min)
-        elif op == MUL_C: K.unary_fwd(MUL_C, t, chunks, i, par_min)
-        elif op == DIV_C: K.unary_fwd(DIV_C, t, chunks, i, par_min)
-        elif op == POW_C: K.unary_fwd(POW_C, t, chunks, i, par_min)
-        elif op == RSUB_C: K.unary_fwd(RSUB_C, t, chunks, i, par_min)
-        elif op == RDIV_C: K.unary_fwd(RDIV_C, t, chunks, i, par_min)
-        elif op == RPOW_C: K.unary_fwd(RPOW_C, t, chunks, i, par_min)
-        elif op == CLAMP: K.unary_fwd(CLAMP, t, chunks, i, par_min)
-        elif op == ADD: K.binary_fwd(ADD, t, chunks, i, par_min)
-        elif op == SUB: K.binary_fwd(SUB, t, chunks, i, par_min)
-        elif op == MUL: K.binary_fwd(MUL, t, chunks, i, par_min)
-        elif op == DIV: K.binary_fwd(DIV, t, chunks, i, par_min)
-        elif op == POW: K.binary_fwd(POW, t, chunks, i, par_min)
-        elif op == MAXIMUM: K.binary_fwd(MAXIMUM, t, chunks, i, par_min)
-        elif op == MINIMUM: K.binary_fwd(MINIMUM, t, chunks, i, par_min)
-        elif op == WHERE: K.where_fwd(t, chunks, i)
-        elif SUM <= op <= LOG_SOFTMAX: K.reduce_fwd(t, chunks, i, par_min)
-        elif op == RESHAPE: K.copy_fwd(t, chunks, i)
-        elif op == GATHER: K.gather_fwd(t, chunks, i)
-        elif op == CAT: K.cat_fwd(t, chunks, i)
-        elif op == MATMUL: K.matmul_fwd(t, chunks, i)
-        elif op == COMPARE: K.compare_fwd(t, chunks, i)
+        if op == LEAF:
+            continue
+        a = kernel(FWD, size_class(t, i, par_min), chunks, op)
+        D.call_kernel(FWD, a, op, (t, chunks, i, par_min))
 
 
 @njit(**IEEE, cache=True)
@@ -210,39 +178,10 @@ def tangent_sweep(t, chunks, tan, tan_off, start, stop, par_min):
         if tan_off[i] < 0:
             continue
         op = t.opcodes[i]
-        if op == LEAF: continue
-        elif op == NEG: K.unary_jvp(NEG, t, chunks, tan, tan_off, i, par_min)
-        elif op == EXP: K.unary_jvp(EXP, t, chunks, tan, tan_off, i, par_min)
-        elif op == LOG: K.unary_jvp(LOG, t, chunks, tan, tan_off, i, par_min)
-        elif op == SIN: K.unary_jvp(SIN, t, chunks, tan, tan_off, i, par_min)
-        elif op == COS: K.unary_jvp(COS, t, chunks, tan, tan_off, i, par_min)
-        elif op == TAN: K.unary_jvp(TAN, t, chunks, tan, tan_off, i, par_min)
-        elif op == TANH: K.unary_jvp(TANH, t, chunks, tan, tan_off, i, par_min)
-        elif op == SIGMOID: K.unary_jvp(SIGMOID, t, chunks, tan, tan_off, i, par_min)
-        elif op == RELU: K.unary_jvp(RELU, t, chunks, tan, tan_off, i, par_min)
-        elif op == SQRT: K.unary_jvp(SQRT, t, chunks, tan, tan_off, i, par_min)
-        elif op == ABS: K.unary_jvp(ABS, t, chunks, tan, tan_off, i, par_min)
-        elif op == ADD_C: K.unary_jvp(ADD_C, t, chunks, tan, tan_off, i, par_min)
-        elif op == MUL_C: K.unary_jvp(MUL_C, t, chunks, tan, tan_off, i, par_min)
-        elif op == DIV_C: K.unary_jvp(DIV_C, t, chunks, tan, tan_off, i, par_min)
-        elif op == POW_C: K.unary_jvp(POW_C, t, chunks, tan, tan_off, i, par_min)
-        elif op == RSUB_C: K.unary_jvp(RSUB_C, t, chunks, tan, tan_off, i, par_min)
-        elif op == RDIV_C: K.unary_jvp(RDIV_C, t, chunks, tan, tan_off, i, par_min)
-        elif op == RPOW_C: K.unary_jvp(RPOW_C, t, chunks, tan, tan_off, i, par_min)
-        elif op == CLAMP: K.unary_jvp(CLAMP, t, chunks, tan, tan_off, i, par_min)
-        elif op == ADD: K.binary_jvp(ADD, t, chunks, tan, tan_off, i, par_min)
-        elif op == SUB: K.binary_jvp(SUB, t, chunks, tan, tan_off, i, par_min)
-        elif op == MUL: K.binary_jvp(MUL, t, chunks, tan, tan_off, i, par_min)
-        elif op == DIV: K.binary_jvp(DIV, t, chunks, tan, tan_off, i, par_min)
-        elif op == POW: K.binary_jvp(POW, t, chunks, tan, tan_off, i, par_min)
-        elif op == MAXIMUM: K.binary_jvp(MAXIMUM, t, chunks, tan, tan_off, i, par_min)
-        elif op == MINIMUM: K.binary_jvp(MINIMUM, t, chunks, tan, tan_off, i, par_min)
-        elif op == WHERE: K.where_jvp(t, chunks, tan, tan_off, i)
-        elif SUM <= op <= LOG_SOFTMAX: K.reduce_jvp(t, chunks, tan, tan_off, i, par_min)
-        elif op == RESHAPE: K.copy_jvp(t, tan, tan_off, i)
-        elif op == GATHER: K.gather_jvp(t, tan, tan_off, i)
-        elif op == CAT: K.cat_jvp(t, tan, tan_off, i)
-        elif op == MATMUL: K.matmul_jvp(t, chunks, tan, tan_off, i)
+        if op == LEAF:
+            continue
+        a = kernel(JVP, size_class(t, i, par_min), tan, op)
+        D.call_kernel(JVP, a, op, (t, chunks, tan, tan_off, i, par_min))
 
 
 @njit(**IEEE, cache=True)
@@ -267,36 +206,13 @@ def hvp_sweep(t, chunks, tan, tan_off, adj, adjdot, adj_off, top, par_min):
         if adj_off[i] < 0:
             continue
         op = t.opcodes[i]
-        if op == LEAF: continue
-        elif op == NEG: K.unary_vjp(NEG, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == EXP: K.unary_hvp(EXP, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == LOG: K.unary_hvp(LOG, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == SIN: K.unary_hvp(SIN, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == COS: K.unary_hvp(COS, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == TAN: K.unary_hvp(TAN, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == TANH: K.unary_hvp(TANH, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == SIGMOID: K.unary_hvp(SIGMOID, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == RELU: K.unary_vjp(RELU, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == SQRT: K.unary_hvp(SQRT, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == ABS: K.unary_vjp(ABS, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == ADD_C: K.unary_vjp(ADD_C, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == MUL_C: K.unary_vjp(MUL_C, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == DIV_C: K.unary_vjp(DIV_C, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == POW_C: K.unary_hvp(POW_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == RSUB_C: K.unary_vjp(RSUB_C, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == RDIV_C: K.unary_hvp(RDIV_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == RPOW_C: K.unary_hvp(RPOW_C, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == CLAMP: K.unary_vjp(CLAMP, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == ADD: K.binary_vjp(ADD, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == SUB: K.binary_vjp(SUB, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == MUL: K.binary_hvp(MUL, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == DIV: K.binary_hvp(DIV, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == POW: K.binary_hvp(POW, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == MAXIMUM: K.binary_vjp(MAXIMUM, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == MINIMUM: K.binary_vjp(MINIMUM, t, chunks, adjdot, adj_off, i, par_min)
-        elif op == WHERE: K.where_vjp(t, chunks, adjdot, adj_off, i)
-        elif SUM <= op <= LOG_SOFTMAX: K.reduce_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
-        elif op == RESHAPE: K.copy_vjp(t, adjdot, adj_off, i, par_min)
-        elif op == GATHER: K.gather_vjp(t, adjdot, adj_off, i)
-        elif op == CAT: K.cat_vjp(t, adjdot, adj_off, i)
-        elif op == MATMUL: K.matmul_hvp(t, chunks, tan, tan_off, adj, adjdot, adj_off, i)
+        if op == LEAF:
+            continue
+        size = size_class(t, i, par_min)
+        if D.HVP_AS_VJP[op]:  # linear: no curvature term
+            a = kernel(VJP, size, adjdot, op)
+            D.call_kernel(VJP, a, op, (t, chunks, adjdot, adj_off, i, par_min))
+        else:
+            a = kernel(HVP, size, adjdot, op)
+            D.call_kernel(HVP, a, op, (t, chunks, tan, tan_off, adj, adjdot, adj_off, i,
+                                       par_min))

@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit, prange
 from numba.typed import List
 
+from . import dispatch
 from . import anomaly, grad_mode
 from .ops import IEEE, PRANGE_ONLY, LEAF, NAMES, OPS, COMPARE, SUM, MEAN, MATMUL
 from . import kernels as K
@@ -1423,6 +1424,8 @@ class Traced:
                     jac[r, cols[i]:cols[i + 1]] = g.reshape(-1)
         elif self._adj_off[self._out_node] >= 0:
             # the rows only read the values, so they share this thread's buffer
+            # the rows run on threads, where no kernel can be compiled on demand
+            dispatch.ensure(self._t.opcodes, (dispatch.VJP,), self._dtype_index())
             _jacobian_rows(self._t, chunks, self._adj_off, self._total, self._out_node, spans,
                            jac, _nblocks(m))
         if inplace:
@@ -1512,6 +1515,7 @@ class Traced:
             seg.value_and_grad_batch(X2, grads, vals, self._init, g_tail, shifts)
         elif B:
             in_off = np.array([self._t.val_off[k] for k in self._in_nodes[0]], dtype=np.int64)
+            dispatch.ensure(self._t.opcodes, (dispatch.FWD, dispatch.VJP), self._dtype_index())
             _batch_rows(self._t, self._init, X2, in_off, self._adj_off, self._total,
                         self._out_node, self._jacobian_layout()[1], vals, grads, _nblocks(B))
         if out is not None:
@@ -1542,6 +1546,10 @@ class Traced:
                 (not self.codegen and B * seg.n < codegen.MIN_ELEMENTS):
             return None
         return seg
+
+    def _dtype_index(self):
+        """The index in ``dispatch.DTYPES`` of the values' dtype."""
+        return dispatch.DTYPES.index(self._init.dtype.type)
 
     def numba(self):
         """A handle for calling this function's derivatives from inside ``@njit`` code
