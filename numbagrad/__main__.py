@@ -1,6 +1,7 @@
 """``python -m numbagrad``: the autograd walkthrough, run on numbagrad.
 
-``python -m numbagrad --info`` prints what numbagrad runs on (versions, threading layer).
+``python -m numbagrad --info`` prints what numbagrad runs on (versions, threading layer);
+``python -m numbagrad compile [--jobs N]`` compiles every kernel ahead of time.
 """
 import sys
 
@@ -13,8 +14,12 @@ def _main(argv):
         for label, value in rows:
             print(f"{label:<{width}}  {value}")
         return 0
+    if argv[:1] == ["compile"]:
+        from .precompile import main
+        jobs = int(argv[2]) if argv[1:2] == ["--jobs"] and len(argv) > 2 else None
+        return main(jobs)
     if argv:
-        print("usage: python -m numbagrad [--info]", file=sys.stderr)
+        print("usage: python -m numbagrad [--info | compile [--jobs N]]", file=sys.stderr)
         return 2
     from .walkthrough import main
     main()
