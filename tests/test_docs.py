@@ -112,3 +112,12 @@ def test_docstring_examples(test):
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         runner.run(test, out=report.append)
         pytest.fail("".join(report), pytrace=False)
+
+
+def test_api_reference_lists_the_public_namespace():
+    import numbagrad as ng
+    text = (ROOT / "docs" / "api.rst").read_text(encoding="utf-8")
+    dtypes = {"float32", "float64", "int32", "int64", "bool", "bool_"}  # named in its prose
+    missing = [name for name in ng.__all__
+               if not re.search(rf"(:: |``|numbagrad\.){re.escape(name)}\b", text)]
+    assert not [name for name in missing if name not in dtypes], missing
