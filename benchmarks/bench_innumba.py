@@ -21,8 +21,9 @@ CALLS = 100
 class InNumbaGrad:
     params = (["W2", "rosenbrock100"],)
     param_names = ["workload"]
-    # a cold Numba cache compiles the handle and the pure-sweeps loop in setup: W2 took over 600 s
-    # on a machine running at half its usual speed (2026-11-28)
+    # a cold Numba cache compiles the handle and the pure-sweeps loop in setup, which can take
+    # more than ten minutes on a slow machine (benchmarks/NOTES.md, "Figures moved out of code
+    # comments")
     timeout = 1800
 
     def setup(self, workload):

@@ -97,3 +97,60 @@ from .anomaly import detect_anomaly, set_detect_anomaly, is_anomaly_enabled, Ano
 
 # a picture of the graph (viz.py: DOT text; the graphviz package only to render)
 from . import viz
+
+# The public API.  Importing the package imports its engine modules (kernels, sweeps, lane, pool,
+# bulk, ...), which Python binds as attributes of the package; they are internal, so they are
+# removed from the namespace below and dir(numbagrad) lists __all__ only.  They stay reachable by
+# their module paths (``import numbagrad.kernels``, ``from numbagrad import kernels``): a module
+# __getattr__ finds an already imported submodule in sys.modules.
+__all__ = [
+    # tensors and their factories (tensor.py)
+    "Tensor", "Size", "tensor", "as_tensor", "from_numpy", "randn", "rand", "zeros", "ones",
+    "full", "zeros_like", "ones_like", "arange", "linspace", "eye", "manual_seed",
+    "float32", "float64", "int32", "int64", "bool", "bool_", "get_default_dtype",
+    "set_default_dtype",
+    # differentiable functions (functions.py)
+    "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "sqrt", "abs", "neg", "sum",
+    "mean", "max", "min", "matmul", "dot", "maximum", "minimum", "where", "clamp", "clip", "cat",
+    "stack", "softmax", "log_softmax", "logsumexp", "reshape", "flatten", "squeeze", "unsqueeze",
+    "transpose", "permute", "expand", "clone", "add", "sub", "mul", "div", "pow",
+    "broadcast_shapes",
+    # gradient mode, eager gradients
+    "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "grad", "autograd", "Tape",
+    # record once, replay many; whole-function derivatives
+    "trace", "value_and_grad", "Traced", "TraceWarning", "GuardError", "load", "functional",
+    # checks
+    "gradcheck", "gradgradcheck", "GradcheckError", "detect_anomaly", "set_detect_anomaly",
+    "is_anomaly_enabled", "AnomalyError",
+    # pictures of the graph
+    "viz",
+]
+
+
+def _hide_internal_modules():
+    import sys
+    import types
+    public = set(__all__)
+    namespace = globals()
+    for name, value in list(namespace.items()):
+        if (isinstance(value, types.ModuleType) and name not in public
+                and getattr(value, "__name__", "") == f"{__name__}.{name}"):
+            del namespace[name]
+
+
+_hide_internal_modules()
+del _hide_internal_modules
+
+
+def __getattr__(name):
+    # an internal submodule imported before (or imported again later) stays reachable as
+    # numbagrad.<name>, as `import numbagrad.<name>` promises, without being listed
+    import sys
+    module = sys.modules.get(f"{__name__}.{name}")
+    if module is not None:
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(__all__) | {name for name in globals() if name.startswith("__")})

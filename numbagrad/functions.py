@@ -141,7 +141,7 @@ def tanh(x):
 
 
 def sigmoid(x):
-    """1 / (1 + exp(-x)), elementwise, without overflow for large |x|."""
+    """1 / (1 + exp(-x)), elementwise, without overflow for large ``|x|``."""
     return _unary(SIGMOID, x)
 
 
@@ -162,7 +162,7 @@ def neg(x):
 
 
 def abs(x):
-    """|x|, elementwise; its gradient at 0 is 0 as in PyTorch."""
+    """``|x|``, elementwise; its gradient at 0 is 0 as in PyTorch."""
     x = _tensor_arg(x)
     out = lane.unary(ABS, x)
     if out is not None:

@@ -66,7 +66,8 @@ FIELDS = (
 # (kernels.borrowed), numbers and the chunk list as they are (a borrowed list would be a new
 # one each call, and a call allocates nothing).  Each read of a structref's field takes a
 # reference, and each inlined helper handed the handle took one of every member: reference
-# counting was two thirds of a call on Rosenbrock at n = 4 (5.2 us, 2026-12-06).  The handle
+# counting was most of a call on a small tape (benchmarks/NOTES.md, "A handle's call reads
+# borrowed fields").  The handle
 # outlives the call (its caller holds it), so the borrowed arrays stay valid.
 HandleView = namedtuple("HandleView", FIELDS)
 

@@ -2,10 +2,9 @@
 
 An array of many megabytes comes from ``mmap``, and each of its pages faults on first touch.
 When the kernel has 2 MB pages to give (NumPy asks for them) that costs little, but when it
-has not, a value of 10^7 float64 faults 20,000 times: W1's eager step at 10^7 took 117 ms
-alone and 250-620 ms between the peers' steps in compare.py, 650-1,200 ms with NumPy's huge
-pages turned off (benchmarks/NOTES.md, 2026-12-05).  PyTorch keeps freed GPU memory for the
-next tensor of its size for the same reason.
+has not, a value of 10^7 float64 faults 20,000 times, and the faults cost several times the
+arithmetic of an eager step (measurements: benchmarks/NOTES.md, "Large eager arrays from a
+pool").  PyTorch keeps freed GPU memory for the next tensor of its size for the same reason.
 
 The pool holds blocks (plain NumPy byte arrays) and hands out views of them.  NumPy views hold
 their base, so a block is free again exactly when no view of it is left anywhere (a tensor's
@@ -29,9 +28,9 @@ import numpy as np
 
 # Every array the engine makes of PAR_MIN elements or more (bulk.py's results, adjoint buffers)
 # in float32 as in float64.  Below, malloc's free lists mostly hand memory back without faults;
-# above, glibc's mmap and trim thresholds move with what was freed before: W1's 1.6 MB values
-# at n = 2 * 10^5 faulted 1,140 pages a step (2.30 ms against 0.98) once W3 and W1 at 10^5 had
-# run in the process, with MIN_BYTES at 2 MB (/tmp/s/fmin2.py, 2026-12-06)
+# above, glibc's mmap and trim thresholds move with what was freed before, so in a process that
+# mixes sizes, arrays of a few MB could fault in fresh pages at every step when MIN_BYTES was
+# 2 MB (benchmarks/NOTES.md, "Pool from 512 KB")
 MIN_BYTES = 1 << 19
 MAX_BYTES = 1 << 30   # blocks kept, free or in use
 

@@ -1,7 +1,7 @@
 """Every public entry point rejects bad input with a clear error naming the argument.
 
 One row of ``ROWS`` per case: (what, call, exception type, message pattern).  The README's
-"Bad input" table is this list (``python tests/test_bad_input.py`` prints it).
+bad-input table shows a few rows of this list; ``python tests/test_bad_input.py`` prints all.
 """
 import re
 import threading
@@ -156,7 +156,7 @@ def test_table_rows_are_unique():
 
 
 def markdown_table():
-    """The README table: one row per test case, the error it gets."""
+    """The bad-input table: one row per test case, the error it gets."""
     lines = ["| bad input | error |", "| --- | --- |"]
     for what, call, exc, _ in ROWS:
         try:

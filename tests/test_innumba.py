@@ -13,6 +13,7 @@ from numba.core.errors import NumbaWarning
 from numba.core.runtime import _nrt_python, rtsys
 
 import numbagrad as ng
+from numbagrad import innumba
 
 
 def rosenbrock(x):
@@ -82,7 +83,7 @@ def test_wrong_sizes_and_types_raise():
     with pytest.raises(TypeError, match="C-contiguous float64"):
         H.grad_into(np.zeros(10), np.empty(10, dtype=np.float32))
     with pytest.raises(TypeError, match="Traced.numba"):
-        ng.innumba.NumbaHandle()
+        innumba.NumbaHandle()
 
 
 def test_guard_failure_raises():

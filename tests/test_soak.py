@@ -6,7 +6,7 @@
 - 1,000,000 replays of a traced function: no memory growth, and a call allocates nothing
   beyond its outputs (tracemalloc, which sees NumPy's buffers);
 - a 10,000,000-op scalar tape and a graph over 10^8 elements: recorded and swept in the memory
-  the README states (bytes per op, per element), printed here;
+  benchmarks/NOTES.md states (its README-measurements section, "Memory"), printed here;
 - no quadratic step: recording, validation and sweeps of 4x the ops take about 4x the time.
 
 Only ``test_bytes_per_op_small`` (a 200,000-op tape) runs in the default suite.
