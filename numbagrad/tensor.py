@@ -90,7 +90,8 @@ class Tensor:
     __slots__ = ("_array", "_tape_", "_node_", "_requires_grad", "_grad", "_version",
                  "_retains_grad", "_scalar", "_pending", "__weakref__")
     # NumPy calls on tensors (np.exp(t), ndarray * t, np.sum(t)) record like the ng functions
-    # (interop.py); np.asarray(t) goes through __array__ and detaches
+    # (interop.py); np.asarray(t) goes through __array__, which refuses a tensor that requires
+    # grad while grad mode is on (PyTorch's numpy() rule)
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return interop.array_ufunc(ufunc, method, inputs, kwargs)
 
@@ -270,6 +271,12 @@ class Tensor:
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        # PyTorch's rule (numpy()): no silent detach of a tensor whose gradient is at stake.
+        # NumPy reaches here for np.asarray(t) and np.array(t), and for every tensor inside a
+        # list it converts (np.mean([x, y]), np.r_[x, y]): NumPy's protocols never show those
+        # lists to __array_function__, so raising is the only way not to drop the gradient.
+        if self._requires_grad and grad_mode.is_grad_enabled():
+            raise RuntimeError(interop.array_refusal())
         a = self._data
         if dtype is not None and a.dtype != dtype:
             return a.astype(dtype)
@@ -587,6 +594,16 @@ def _infer_dtype(a):
     raise TypeError(f"can't convert data of dtype {a.dtype} to a tensor: only numbers are supported")
 
 
+def _values_of(data):
+    """Nested lists and tuples with every Tensor replaced by its values (at any depth: NumPy
+    would otherwise convert the tensors through __array__)."""
+    if isinstance(data, Tensor):
+        return data._data
+    if isinstance(data, (list, tuple)):
+        return [_values_of(d) for d in data]
+    return data
+
+
 def _to_array(data, dtype, copy):
     if isinstance(data, Tensor):
         a = data._data
@@ -594,7 +611,7 @@ def _to_array(data, dtype, copy):
         a = data
     else:
         if isinstance(data, (list, tuple)):
-            data = [d._data if isinstance(d, Tensor) else d for d in data]
+            data = _values_of(data)  # a copy of the values: tensor() makes a new leaf
         try:
             a = np.array(data)
         except ValueError as e:
