@@ -22,7 +22,7 @@ from .ops import (
     RESHAPE, GATHER, CAT, MATMUL, COMPARE, LT, LE, GT, GE, EQ, NE, NAME_ID,
 )
 from .tape import version_counter
-from .tensor import _shape_arg
+from .tensor import _shape_arg, note_number_use
 from .tensor import Tensor, record, mark_modified, as_tensor, get_default_dtype, _dim, Size, \
     contiguous
 
@@ -57,7 +57,10 @@ def _is_number(x):
         return True
     if type(x) is Tensor:
         return False
-    return isinstance(x, numbers.Number) and not isinstance(x, Tensor)
+    if isinstance(x, numbers.Number) and not isinstance(x, Tensor):
+        note_number_use(x)  # an item() value as an operand: its replay checks it exactly
+        return True
+    return False
 
 
 def _recorded(x):

@@ -50,7 +50,8 @@ from .fusion import (plan_fusion, replay_forward, replay_reverse, segment_forwar
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, SERIAL, REQUIRES_GRAD)
 from .tape import Tape, TapeArrays, resolve, chunk_list, append_chunk
-from .tensor import Tensor, as_tensor, GUARD_TRUTH, guard_watch, forget_recent_tape
+from .tensor import (Tensor, as_tensor, GUARD_TRUTH, GUARD_CMP, GUARD_KINDS, CMP_OPS, guard_watch,
+                     forget_recent_tape, settle_guards)
 from .validate import validate
 
 __all__ = ["trace", "Traced", "value_and_grad", "TraceWarning", "GuardError", "load"]
@@ -326,6 +327,10 @@ def _renumber(column, table, current, what):
     return now.astype(column.dtype)
 
 
+_CMP = (float.__lt__, float.__le__, float.__gt__, float.__ge__, float.__eq__, float.__ne__)
+assert len(_CMP) == len(CMP_OPS)
+
+
 def _show(v):
     v = np.asarray(v)
     return repr(v.item()) if v.size == 1 else np.array2string(v, threshold=6)
@@ -349,7 +354,11 @@ def _checked(tape, init, in_nodes, out_node, guards):
             if not 0 <= k < n or replay.opcodes[k] != _LEAF:
                 raise ValueError(f"invalid tape: input node {k} is not a leaf")
     for k, kind, v, how in guards:
-        if not 0 <= k < n or np.asarray(v).size != replay.sizes[k]:
+        if kind not in GUARD_KINDS:
+            raise ValueError(f"invalid tape: guard on node {k} of unknown kind {kind}")
+        size = replay.sizes[k] if 0 <= k < n else -1
+        if not 0 <= k < n or (np.asarray(v).size != size if kind < GUARD_CMP else
+                              (size != 1 or np.asarray(v).size != 3)):
             raise ValueError(f"invalid tape: guard on node {k} does not fit it")
     # flags: a replay keeps only REQUIRES_GRAD, and a node has it exactly when one of its
     # operands has it (comparisons never): otherwise the reverse sweep would drop a path the
@@ -785,7 +794,7 @@ class Traced:
             flags=(arrays.flags & REQUIRES_GRAD).astype(np.int8),
             val_chunk=np.zeros(n, dtype=np.int32), val_off=offsets)
         guards = [(int(k), int(kind), np.asarray(v, dtype=np.float64).reshape(-1), how)
-                  for k, kind, v, how in tape.guards]
+                  for k, kind, v, how in settle_guards(tape.guards)]
         replay = _merge_repeats(replay, {int(node)} | {g[0] for g in guards})
         self._setup(replay, init, in_nodes, int(node), tuple(out.shape),
                     [a.shape for a in examples], [a.dtype for a in examples], guards)
@@ -1000,6 +1009,15 @@ class Traced:
     def _check_guards(self, buf):
         for i, (k, kind, recorded, how) in enumerate(self._guards):
             o = self._t.val_off[k]
+            if kind >= GUARD_CMP:  # an item() value only compared: the outcome must hold
+                now = buf[o:o + 1]
+                if _CMP[kind - GUARD_CMP](float(now[0]), recorded[1]) == bool(recorded[2]):
+                    continue
+                raise GuardError(
+                    f"guard {i} of {self.__name__}: {how} of node {k} ({self.tape.name(k)}) "
+                    f"was {bool(recorded[2])} when traced (at {_show(recorded[0])}) and is "
+                    f"{not recorded[2]} here (at {_show(now)}), so f takes another path; trace "
+                    f"again at these arguments (ng.value_and_grad does)")
             now = buf[o:o + recorded.size]
             same = bool(now.any()) == bool(recorded.any()) if kind == GUARD_TRUTH else \
                 np.array_equal(now, recorded)
