@@ -644,8 +644,9 @@ def _comparison(i, name):
 
     def compare(self, other):
         r = method(float.__float__(self), other)
-        if type(other) in (int, float, bool) or (isinstance(other, (float, np.floating))
-                                                 and not isinstance(other, ItemFloat)):
+        # a number the replay compares as a double gives Python's outcome (ints up to 2**53)
+        if (type(other) in (float, bool) or (type(other) is int and abs(other) <= 2 ** 53)
+                or (isinstance(other, float) and not isinstance(other, ItemFloat))):
             if r is not NotImplemented:
                 self._read.compares.append((i, float(other), bool(r)))
                 return r

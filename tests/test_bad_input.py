@@ -34,6 +34,34 @@ def _other_threads_freed_output():
     return box[0]
 
 
+def _tape_file(change):
+    """ng.load of a saved tape whose arrays ``change`` edits (the file written again)."""
+    import io
+    import tempfile
+    buf = io.BytesIO()
+    _traced().save(buf)
+    with np.load(io.BytesIO(buf.getvalue()), allow_pickle=False) as z:
+        d = {k: z[k] for k in z.files}
+    change(d)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/f.ngtape"
+        with open(path, "wb") as fh:
+            np.savez(fh, **d)
+        return ng.load(path)
+
+
+def _inf_constant(d):
+    d["init"] = d["init"].copy()
+    d["init"][-1] = np.inf
+
+
+def _unknown_op(d):
+    from numbagrad.trace import tape_digest
+    d["op_names"] = d["op_names"].astype("<U16")
+    d["op_names"][d["tape_opcodes"][-1]] = "FROBNICATE"
+    d["digest"] = np.array([tape_digest(d)])
+
+
 SECOND = "Trying to backward through the graph a second time"
 NOT_FLOAT = "only Tensors of floating point dtype can require gradients"
 
@@ -149,6 +177,11 @@ ROWS = [
      "argnums 2 is out of range for 1 argument"),
     ("load of a missing file", lambda: ng.load("/nonexistent/f.npz"), ValueError,
      "not a numbagrad tape file"),
+    ("load of a tape file changed after saving", lambda: _tape_file(_inf_constant), ValueError,
+     "the digest does not match the content"),
+    ("load of a tape file naming an op this version lacks",
+     lambda: _tape_file(_unknown_op), ValueError,
+     "tape file uses the op 'FROBNICATE', which this numbagrad does not have"),
     ("gradcheck with nothing to differentiate",
      lambda: ng.gradcheck(lambda x: x * 2, (ng.tensor([1.0]),)), ValueError,
      "requires_grad=True"),

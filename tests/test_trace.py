@@ -382,3 +382,17 @@ def test_item_float_is_a_float():
     v = (x * 2).sum().item()
     assert isinstance(v, float) and v == 7.0 and v > 1 and repr(v) == "7.0"
     assert float(v) == 7.0 and type(float(v)) is float and hash(v) == hash(7.0)
+
+
+def test_item_compared_with_numbers_it_cannot_replay_exactly_keeps_the_value_guard():
+    from numbagrad.tensor import GUARD_VALUE
+    for other in (2 ** 60 + 1, np.float32(0.5), "a"):
+        def f(x, other=other):
+            v = x.sum().item()
+            try:
+                v > other
+            except TypeError:
+                pass
+            return x.sum()
+        t = ng.trace(f, np.ones(3), check=False)
+        assert [g[1] for g in t._guards] == [GUARD_VALUE], other
