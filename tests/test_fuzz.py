@@ -620,3 +620,20 @@ def test_format_1_files_still_load():
     assert g(x) == f(x) == t(x) and np.array_equal(g.grad(x), f.grad(x))
     with pytest.raises(ValueError, match="format 3"):
         _load_arrays(dict(d, format=np.array([3])))
+
+
+def test_format_1_pickles_still_load():
+    # the state a format-1 Traced pickled: plain objects, today's opcode numbers, no digest
+    import numbagrad as ng
+    from numbagrad.tape import TapeArrays
+    f = ng.trace(lambda x: (x.exp() * 2.0).sum(), np.ones(3), check=False)
+    old = {"tape": {k: getattr(f._t, k) for k in TapeArrays._fields},
+           "init": f._init[:f._n_values], "in_nodes": f._in_nodes, "out_node": f._out_node,
+           "out_shape": f.out_shape, "arg_shapes": f.arg_shapes,
+           "arg_dtypes": [d.str for d in f.arg_dtypes], "arg_names": f.arg_names,
+           "name": f.__name__, "guards": list(f._guards)}
+    g = pickle.loads(pickle.dumps(_Reduced(old)))
+    x = np.array([0.1, 0.2, 0.3])
+    assert g(x) == f(x) and np.array_equal(g.grad(x), f.grad(x))
+    with pytest.raises(ValueError, match="not a valid pickled Traced"):
+        pickle.loads(pickle.dumps(_Reduced({k: v for k, v in old.items() if k != "init"})))
