@@ -22,7 +22,7 @@ from .ops import (
     RESHAPE, GATHER, CAT, MATMUL, COMPARE, LT, LE, GT, GE, EQ, NE, NAME_ID,
 )
 from .tape import version_counter
-from .tensor import _shape_arg
+from .tensor import _shape_arg, note_number_use
 from .tensor import Tensor, record, mark_modified, as_tensor, get_default_dtype, _dim, Size, \
     contiguous
 
@@ -57,7 +57,10 @@ def _is_number(x):
         return True
     if type(x) is Tensor:
         return False
-    return isinstance(x, numbers.Number) and not isinstance(x, Tensor)
+    if isinstance(x, numbers.Number) and not isinstance(x, Tensor):
+        note_number_use(x)  # an item() value as an operand: its replay checks it exactly
+        return True
+    return False
 
 
 def _recorded(x):
@@ -216,6 +219,14 @@ def _result_dtype(a, b):
     return np.promote_types(da, db)
 
 
+def _shapes_text(shapes):
+    """``(3, 4) and (2, 5)``: shapes as tuples, for error messages."""
+    shapes = [tuple(int(d) for d in sh) for sh in shapes]
+    if len(shapes) <= 2:
+        return " and ".join(map(str, shapes))
+    return ", ".join(map(str, shapes[:-1])) + f" and {shapes[-1]}"
+
+
 def broadcast_shapes(*shapes):
     """The shape that ``shapes`` broadcast to, or PyTorch's error naming the clash."""
     if len(shapes) == 2 and shapes[0] == shapes[1]:
@@ -227,9 +238,12 @@ def broadcast_shapes(*shapes):
             size = s[-d]
             if size != 1:
                 if out[-d] != 1 and out[-d] != size:
+                    # PyTorch's sentence, then every full shape: in a deep expression the
+                    # two sizes alone do not say which operands clashed
                     raise RuntimeError(
                         f"The size of tensor a ({out[-d]}) must match the size of tensor b "
-                        f"({size}) at non-singleton dimension {nd - d}")
+                        f"({size}) at non-singleton dimension {nd - d} (shapes "
+                        f"{_shapes_text(shapes)})")
                 out[-d] = size
     return tuple(out)
 
@@ -598,7 +612,11 @@ def log_softmax(x, dim=-1):
 
 # ---------------------------------------------------------------- shapes and indexing
 
-def _shape_from(args, numel):
+def _of_shape(source):
+    return "" if source is None else f" (a tensor of shape {tuple(int(d) for d in source)})"
+
+
+def _shape_from(args, numel, source=None):
     if len(args) == 1 and isinstance(args[0], (tuple, list, Size)):
         args = tuple(args[0])
     shape = [int(s) for s in args]
@@ -607,10 +625,12 @@ def _shape_from(args, numel):
     known = math.prod([s for s in shape if s != -1])
     if -1 in shape:
         if known == 0 or numel % known:
-            raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
+            raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}"
+                               + _of_shape(source))
         shape[shape.index(-1)] = numel // known
     elif known != numel or builtins.any(s < 0 for s in shape):
-        raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}")
+        raise RuntimeError(f"shape '{shape}' is invalid for input of size {numel}"
+                           + _of_shape(source))
     return tuple(shape)
 
 
@@ -622,7 +642,7 @@ def reshape(x, *shape, name="ViewBackward0"):
     Size([2, 3])
     """
     x = _tensor_arg(x)
-    shape = _shape_from(shape, x.numel())
+    shape = _shape_from(shape, x.numel(), x.shape)
     return record(RESHAPE, name, (x,), x._data.reshape(shape), alias=True)
 
 
@@ -867,7 +887,8 @@ def _cat(tensors, dim, name):
             if a != d and t.shape[a] != ts[0].shape[a]:
                 raise RuntimeError(f"Sizes of tensors must match except in dimension {d}. Expected "
                                    f"size {ts[0].shape[a]} but got size {t.shape[a]} for tensor "
-                                   f"number {i} in the list.")
+                                   f"number {i} in the list (shapes "
+                                   f"{_shapes_text([ts[0].shape, t.shape])}).")
     dt = ts[0].dtype
     for t in ts[1:]:
         dt = np.promote_types(dt, t.dtype)

@@ -83,7 +83,7 @@ from .fusion import BLOCK, plan_rows
 from .ops import IEEE
 from .innumba_sweeps import VALUE, GRAD, VJP, JVP, HVP, FIELDS as _FIELDS, entry_for
 from .sweeps import plan_tangents
-from .tensor import GUARD_TRUTH
+from .tensor import GUARD_TRUTH, GUARD_VALUE, GUARD_CMP
 from .trace import GuardError
 
 __all__ = ["NumbaHandle", "handle_for"]
@@ -289,7 +289,10 @@ def handle_for(traced):
                        for i, ns in enumerate(traced._in_nodes) for k in ns],
                       dtype=np.int64).reshape(-1, 5)
     zero = traced._zero_ranges
-    guards = traced._guards
+    # a comparison guard (an item() value only compared) is checked here as its exact value:
+    # stricter than the replay's, never looser
+    guards = [(k, GUARD_VALUE, v[:1], how) if kind >= GUARD_CMP else (k, kind, v, how)
+              for k, kind, v, how in traced._guards]
     g_off = np.array([t.val_off[g[0]] for g in guards], dtype=np.int64)
     g_ptr = np.concatenate([[0], np.cumsum([g[2].size for g in guards])]).astype(np.int64)
     g_vals = np.concatenate([g[2] for g in guards] or [np.zeros(0)]).astype(np.float64)

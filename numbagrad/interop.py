@@ -18,9 +18,18 @@ A NumPy call numbagrad cannot record (a ufunc or function it lacks, or an argume
 a gradient is at stake: some Tensor argument requires grad, or was computed from one, while
 grad mode is on.  Dropping the gradient silently would make ``backward()`` return wrong
 numbers.  Without a gradient at stake the call runs in NumPy on the values and returns
-NumPy's result, as it does for a PyTorch tensor.  ``np.asarray(t)`` always detaches: it is
-the tensor's values as an ndarray (shared memory), with no history.
+NumPy's result, as it does for a PyTorch tensor.
+
+``np.asarray(t)`` and ``np.array(t)`` follow PyTorch's ``numpy()``: a tensor that requires
+grad raises (``t.detach()`` first says that the gradient is meant to stop there), unless grad
+mode is off; otherwise they are the tensor's values (shared memory) with no history.  A
+tensor inside a list that NumPy converts (``np.mean([x, y])``, ``np.array([x, 2 * x])``,
+``np.r_[x, y]``) reaches NumPy only through that conversion, never through
+``__array_function__`` (NEP 18 dispatches on the arguments themselves, not on what lists
+hold), so the same rule raises there, naming the NumPy function that converted it.
 """
+import sys
+
 import numpy as np
 
 from . import functions as F
@@ -277,7 +286,7 @@ def _numpy_fallback(name, reason, call, args, kwargs):
                 raise TypeError(
                     f"{name} on a Tensor that requires grad: {reason}, so its result would carry "
                     f"no gradient (and ng.trace could not replay it). Use the ng functions, or "
-                    f"detach on purpose: {name}(np.asarray(t)) or {name}(t.detach())")
+                    f"detach on purpose: {name}(t.detach())")
     return call(*_values(args), **_values(kwargs))
 
 
@@ -318,3 +327,46 @@ def array_function(func, types, args, kwargs):
         except _Unsupported as e:
             reason = str(e)
     return _numpy_fallback(_numpy_name(func), reason, func, args, kwargs)
+
+
+# ---------------------------------------------------------------- np.asarray(t) refused
+
+def _caller_name():
+    """The NumPy function (as user code spells it) whose conversion reached ``__array__``: the
+    outermost NumPy frame below the first frame outside NumPy; None when NumPy's C code was
+    called directly (np.array, np.asarray, ndarray methods)."""
+    f = sys._getframe(2)
+    found = None
+    while f is not None:
+        module = f.f_globals.get("__name__", "")
+        if module == "numpy" or module.startswith("numpy."):
+            found = f
+        elif not module.startswith("numbagrad."):
+            break
+        f = f.f_back
+    if found is None:
+        return None
+    code = found.f_code
+    owner = found.f_locals.get("self")
+    if owner is not None:
+        for name in ("r_", "c_"):
+            if owner is getattr(np, name, None):
+                return f"np.{name}[...]"
+        return f"{type(owner).__name__}.{code.co_name}"
+    module = found.f_globals.get("__name__", "")
+    for space, prefix in ((np.linalg, "np.linalg"), (np.fft, "np.fft"), (np, "np")):
+        if module.startswith(space.__name__) and getattr(space, code.co_name, None) is not None:
+            return f"{prefix}.{code.co_name}"
+    return f"np.{code.co_name}"
+
+
+def array_refusal():
+    """The text of ``Tensor.__array__``'s error for a tensor that requires grad."""
+    name = _caller_name()
+    where = (f"{name} converts its array arguments (and the tensors in lists) with np.asarray"
+             if name else "np.asarray / np.array (or a NumPy function or method given a list "
+                          "that holds a tensor)")
+    return (f"Can't convert a Tensor that requires grad to a NumPy array: {where}, which would "
+            f"drop its gradient. Use tensor.detach() to mean that, or record the call with the "
+            f"ng functions (a list of tensors: ng.stack or ng.cat first, e.g. "
+            f"np.mean(ng.stack([x, y])) records stack then mean)")

@@ -51,6 +51,11 @@ def set_default_dtype(dtype):
 
 # kinds of Tape.guards entries: the exact values were read, or only their truth
 GUARD_VALUE, GUARD_TRUTH = 0, 1
+# ... or only the outcome of one comparison of a single value with a number: kind
+# GUARD_CMP + i for the operator CMP_OPS[i], recorded as [value, number, outcome (0 or 1)]
+GUARD_CMP = 2
+CMP_OPS = ("<", "<=", ">", ">=", "==", "!=")
+GUARD_KINDS = (GUARD_VALUE, GUARD_TRUTH) + tuple(GUARD_CMP + i for i in range(len(CMP_OPS)))
 # while ``trace`` records, ``guard_watch.tapes`` collects the tapes that got guards
 guard_watch = threading.local()
 
@@ -90,7 +95,8 @@ class Tensor:
     __slots__ = ("_array", "_tape_", "_node_", "_requires_grad", "_grad", "_version",
                  "_retains_grad", "_scalar", "_pending", "__weakref__")
     # NumPy calls on tensors (np.exp(t), ndarray * t, np.sum(t)) record like the ng functions
-    # (interop.py); np.asarray(t) goes through __array__ and detaches
+    # (interop.py); np.asarray(t) goes through __array__, which refuses a tensor that requires
+    # grad while grad mode is on (PyTorch's numpy() rule)
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return interop.array_ufunc(ufunc, method, inputs, kwargs)
 
@@ -270,27 +276,46 @@ class Tensor:
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        # PyTorch's rule (numpy()): no silent detach of a tensor whose gradient is at stake.
+        # NumPy reaches here for np.asarray(t) and np.array(t), and for every tensor inside a
+        # list it converts (np.mean([x, y]), np.r_[x, y]): NumPy's protocols never show those
+        # lists to __array_function__, so raising is the only way not to drop the gradient.
+        if self._requires_grad and grad_mode.is_grad_enabled():
+            raise RuntimeError(interop.array_refusal())
         a = self._data
         if dtype is not None and a.dtype != dtype:
             return a.astype(dtype)
         return a.copy() if copy else a
 
     def _guard(self, kind, how):
-        """Python is about to look at a recorded value: note it on the tape (see Tape.guards)."""
+        """Python is about to look at a recorded value: note it on the tape (see Tape.guards).
+        True when a guard was noted."""
         if self._tape is not None:
             self._tape, self._node = resolve(self._tape, self._node)
             self._tape.guards.append((self._node, kind, self._data.copy(), how))
             watching = getattr(guard_watch, "tapes", None)
             if watching is not None:  # a trace is recording: it must replay this value too
                 watching.append(self._tape)
+            return True
+        return False
 
     def item(self):
-        """The single value as a Python number."""
+        """The single value as a Python number.
+
+        A float read from a recorded tensor is an ``ItemFloat``: while it is only compared with
+        numbers, ``trace`` checks only those comparisons' outcomes on a replay (the branch
+        taken); any other use makes the replay check the exact value (see ItemFloat)."""
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted "
                                "to Scalar")
+        v = self._data.reshape(()).item()
+        if isinstance(v, float):
+            read = ItemRead("item()")
+            if self._guard(GUARD_VALUE, read):
+                return ItemFloat(v, read)
+            return v
         self._guard(GUARD_VALUE, "item()")
-        return self._data.reshape(()).item()
+        return v
 
     def tolist(self):
         self._guard(GUARD_VALUE, "tolist()")
@@ -587,14 +612,144 @@ def _infer_dtype(a):
     raise TypeError(f"can't convert data of dtype {a.dtype} to a tensor: only numbers are supported")
 
 
+class ItemRead(str):
+    """The ``how`` of the guard that ``item()`` notes (its text, "item()"), and what Python
+    did with the number since: ``compares`` lists (operator index, number, outcome) of each
+    comparison with a plain number, ``exact`` is set by any other use.  ``settle_guards``
+    turns a read that was only compared into comparison guards."""
+
+    def __new__(cls, text):
+        self = super().__new__(cls, text)
+        self.compares, self.exact = [], False
+        return self
+
+
+def _exact(self):
+    self._read.exact = True
+    return float.__float__(self)
+
+
+def _pass_through(name):
+    method = getattr(float, name)
+
+    def use(self, *args):
+        self._read.exact = True  # the value itself is used: the replay must check it exactly
+        return method(float.__float__(self), *args)
+    use.__name__ = name
+    return use
+
+
+def _comparison(i, name):
+    method = getattr(float, name)
+
+    def compare(self, other):
+        r = method(float.__float__(self), other)
+        # a number the replay compares as a double gives Python's outcome (ints up to 2**53)
+        if (type(other) in (float, bool) or (type(other) is int and abs(other) <= 2 ** 53)
+                or (isinstance(other, float) and not isinstance(other, ItemFloat))):
+            if r is not NotImplemented:
+                self._read.compares.append((i, float(other), bool(r)))
+                return r
+        # another item() value, a tensor, an array: their comparison reads this value
+        self._read.exact = True
+        if isinstance(other, ItemFloat):
+            other._read.exact = True
+        return r
+    compare.__name__ = name
+    return compare
+
+
+class ItemFloat(float):
+    """A Python float read from a recorded tensor by ``item()``.
+
+    It is a float in every way; it also tells the guard of its read what Python does with it.
+    Compared with a plain number (``if x.sum().item() > 0:``), only the outcome of the
+    comparison matters to the function's path, so a replay checks only that (the trace stays
+    valid at every point on the same branch).  Any other use through Python (arithmetic, a
+    constant of a tape op, formatting, ``int()``, hashing, a NumPy ufunc) keeps the
+    exact-value guard.  C code that reads the double directly (``math.exp(v)``,
+    ``np.float64(v)``, ``struct``) is invisible to it: a number computed that way from a value
+    that is also compared goes into a replay unchecked, so use NumPy ufuncs or the tensor ops
+    for such values inside a traced function.
+    """
+
+    def __new__(cls, value, read):
+        self = super().__new__(cls, value)
+        self._read = read
+        return self
+
+    __float__ = _exact
+
+    def __reduce__(self):
+        return (float, (_exact(self),))
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        self._read.exact = True
+        inputs = tuple(float.__float__(x) if isinstance(x, ItemFloat) else x for x in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    @property
+    def real(self):
+        return _exact(self)
+
+    @property
+    def imag(self):
+        self._read.exact = True
+        return 0.0
+
+
+for _i, _name in enumerate(("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__")):
+    setattr(ItemFloat, _name, _comparison(_i, _name))
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__truediv__", "__rtruediv__", "__floordiv__", "__rfloordiv__", "__mod__",
+              "__rmod__", "__divmod__", "__rdivmod__", "__pow__", "__rpow__", "__neg__",
+              "__pos__", "__abs__", "__bool__", "__int__", "__trunc__", "__floor__", "__ceil__",
+              "__round__", "__format__", "__repr__", "__str__", "__hash__", "__getnewargs__",
+              "as_integer_ratio", "is_integer", "hex", "conjugate"):
+    setattr(ItemFloat, _name, _pass_through(_name))
+
+
+def note_number_use(c):
+    """A number that an op takes as an operand or constant: an item() value is then used."""
+    if type(c) is ItemFloat:
+        c._read.exact = True
+
+
+def settle_guards(guards):
+    """Tape guards as a replay checks them: an item() read that Python only compared with
+    numbers becomes one comparison guard per comparison; every other read keeps its kind."""
+    out = []
+    for k, kind, v, how in guards:
+        if isinstance(how, ItemRead) and how.compares and not how.exact:
+            val = float(np.asarray(v, dtype=np.float64).reshape(-1)[0])
+            for i, other, outcome in how.compares:
+                out.append((k, GUARD_CMP + i, np.array([val, other, float(outcome)]),
+                            f"item() {CMP_OPS[i]} {other!r}"))
+        else:
+            out.append((k, kind, v, str(how)))
+    return out
+
+
+def _values_of(data):
+    """Nested lists and tuples with every Tensor replaced by its values (at any depth: NumPy
+    would otherwise convert the tensors through __array__)."""
+    if isinstance(data, Tensor):
+        return data._data
+    if isinstance(data, (list, tuple)):
+        return [_values_of(d) for d in data]
+    note_number_use(data)
+    return data
+
+
 def _to_array(data, dtype, copy):
+    note_number_use(data)
     if isinstance(data, Tensor):
         a = data._data
     elif isinstance(data, np.ndarray):
         a = data
     else:
         if isinstance(data, (list, tuple)):
-            data = [d._data if isinstance(d, Tensor) else d for d in data]
+            data = _values_of(data)  # a copy of the values: tensor() makes a new leaf
         try:
             a = np.array(data)
         except ValueError as e:

@@ -28,7 +28,9 @@ recording them (a comparison used as a ``where`` mask, indices, ``.item()``) are
 ``trace`` runs ``f`` a second time at random arguments and warns (``TraceWarning``) when such a
 value, or the recorded structure, changes.
 """
+import hashlib
 import inspect
+import os
 import threading
 import warnings
 
@@ -38,7 +40,8 @@ from numba.typed import List
 
 from . import dispatch
 from . import anomaly, grad_mode
-from .ops import IEEE, PRANGE_ONLY, LEAF, NAMES, OPS, COMPARE, SUM, MEAN, MATMUL
+from .ops import (IEEE, PRANGE_ONLY, LEAF, NAMES, NAME_ID, OPS, COMPARE, SUM, MEAN, MATMUL,
+                  OPCODE_NAME, OPCODE_OF)
 from . import kernels as K
 import numba
 
@@ -48,7 +51,8 @@ from .fusion import (plan_fusion, replay_forward, replay_reverse, segment_forwar
 from .sweeps import (plan_adjoints, reverse_sweep, forward_sweep, plan_tangents, tangent_sweep,
                      hvp_sweep, PAR_MIN, SERIAL, REQUIRES_GRAD)
 from .tape import Tape, TapeArrays, resolve, chunk_list, append_chunk
-from .tensor import Tensor, as_tensor, GUARD_TRUTH, guard_watch, forget_recent_tape
+from .tensor import (Tensor, as_tensor, GUARD_TRUTH, GUARD_CMP, GUARD_KINDS, CMP_OPS, guard_watch,
+                     forget_recent_tape, settle_guards)
 from .validate import validate
 
 __all__ = ["trace", "Traced", "value_and_grad", "TraceWarning", "GuardError", "load"]
@@ -260,7 +264,72 @@ def _scalar_value_and_grad(prog, pc, buf, adj, zero, segs, gy):
             scalar_reverse(prog, pc, buf, adj, segs[s, 0], segs[s, 1])
 
 
-_FORMAT = 1
+# Tape files (``Traced.save``, ``load``; pickles hold the same arrays).  Format 2 names every
+# opcode and grad_fn name by its stable name (``op_names``, ``grad_fn_names``: the tables the
+# file's numbers index), so renumbering or adding ops in ops.py never changes what a saved file
+# means, and it carries ``digest``, the SHA-256 of every other array with its name, dtype and
+# shape: a value changed after saving (a constant, an opcode, an index that still passes
+# validation) is refused before anything reads the tape.  Format 1 files have neither and
+# numbered ops as the two frozen tables below do.
+_FORMAT = 2
+_FORMAT1_OPCODES = (
+    "LEAF", "NEG", "EXP", "LOG", "SIN", "COS", "TAN", "TANH", "SIGMOID", "RELU", "SQRT", "ABS",
+    "ADD_C", "MUL_C", "DIV_C", "POW_C", "RSUB_C", "RDIV_C", "RPOW_C", "CLAMP", "ADD", "SUB",
+    "MUL", "DIV", "POW", "MAXIMUM", "MINIMUM", "WHERE", "", "", "SUM", "MEAN", "MAX", "MIN",
+    "LOGSUMEXP", "SOFTMAX", "LOG_SOFTMAX", "", "", "", "RESHAPE", "GATHER", "CAT", "MATMUL",
+    "COMPARE")
+_FORMAT1_NAMES = (
+    "AccumulateGrad", "NegBackward0", "ExpBackward0", "LogBackward0", "SinBackward0",
+    "CosBackward0", "TanBackward0", "TanhBackward0", "SigmoidBackward0", "ReluBackward0",
+    "SqrtBackward0", "AbsBackward0", "AddBackward0", "SubBackward0", "MulBackward0",
+    "DivBackward0", "PowBackward0", "PowBackward1", "RsubBackward1", "ClampBackward1",
+    "ClampMinBackward0", "ClampMaxBackward0", "MaximumBackward0", "MinimumBackward0",
+    "WhereBackward0", "SumBackward0", "SumBackward1", "MeanBackward0", "MeanBackward1",
+    "MaxBackward0", "MaxBackward1", "MinBackward0", "MinBackward1", "LogsumexpBackward0",
+    "SoftmaxBackward0", "LogSoftmaxBackward0", "ViewBackward0", "ReshapeAliasBackward0",
+    "UnsqueezeBackward0", "SqueezeBackward0", "CloneBackward0", "ToCopyBackward0",
+    "SelectBackward0", "SliceBackward0", "IndexBackward0", "TransposeBackward0",
+    "PermuteBackward0", "TBackward0", "ExpandBackward0", "CatBackward0", "StackBackward0",
+    "MmBackward0", "MvBackward0", "DotBackward0", "BmmBackward0", "Compare")
+
+
+def tape_digest(d):
+    """SHA-256 (hex) of the arrays of a tape file: each one's name, dtype, shape and bytes, in
+    name order; the entry ``digest`` itself is left out."""
+    h = hashlib.sha256()
+    for k in sorted(d):
+        if k == "digest":
+            continue
+        a = np.ascontiguousarray(d[k])
+        h.update(repr((str(k), a.dtype.str, tuple(a.shape))).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _op_table():
+    """The current opcode -> stable name table as a string array (gaps are '')."""
+    return np.array([OPCODE_NAME.get(i, "") for i in range(max(OPCODE_NAME) + 1)])
+
+
+def _renumber(column, table, current, what):
+    """``column`` (numbers indexing the file's name ``table``) in this numbagrad's numbering."""
+    column = np.asarray(column)
+    if column.dtype.kind not in "iu":
+        raise ValueError(f"invalid tape: {what} numbers of dtype {column.dtype}")
+    if column.size and (column.min() < 0 or column.max() >= len(table)):
+        raise ValueError(f"invalid tape: a {what} number outside the file's table of "
+                         f"{len(table)} {what} names")
+    codes = np.array([current.get(str(nm), -1) for nm in table] or [-1], dtype=np.int64)
+    now = codes[column.astype(np.int64)] if column.size else column.astype(np.int64)
+    if np.any(now < 0):
+        bad = str(table[int(column.reshape(-1)[np.flatnonzero(now.reshape(-1) < 0)[0]])])
+        raise ValueError(f"tape file uses the {what} {bad!r}, which this numbagrad does not "
+                         f"have (a file from another version?)")
+    return now.astype(column.dtype)
+
+
+_CMP = (float.__lt__, float.__le__, float.__gt__, float.__ge__, float.__eq__, float.__ne__)
+assert len(_CMP) == len(CMP_OPS)
 
 
 def _show(v):
@@ -286,7 +355,11 @@ def _checked(tape, init, in_nodes, out_node, guards):
             if not 0 <= k < n or replay.opcodes[k] != _LEAF:
                 raise ValueError(f"invalid tape: input node {k} is not a leaf")
     for k, kind, v, how in guards:
-        if not 0 <= k < n or np.asarray(v).size != replay.sizes[k]:
+        if kind not in GUARD_KINDS:
+            raise ValueError(f"invalid tape: guard on node {k} of unknown kind {kind}")
+        size = replay.sizes[k] if 0 <= k < n else -1
+        if not 0 <= k < n or (np.asarray(v).size != size if kind < GUARD_CMP else
+                              (size != 1 or np.asarray(v).size != 3)):
             raise ValueError(f"invalid tape: guard on node {k} does not fit it")
     # flags: a replay keeps only REQUIRES_GRAD, and a node has it exactly when one of its
     # operands has it (comparisons never): otherwise the reverse sweep would drop a path the
@@ -343,15 +416,21 @@ def _checked_meta(replay, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes,
 
 
 def load(path):
-    """Read a traced function written by ``Traced.save``; everything is checked first, so a
-    truncated or tampered file raises ValueError.
+    """Read a traced function written by ``Traced.save`` from exactly ``path`` (or a file
+    object); everything is checked first, so a truncated, changed or tampered file raises
+    ValueError.  A file saved by an older numbagrad under ``path + ".npz"`` (its ``save``
+    appended the suffix) is read when ``path`` itself does not exist.
 
     >>> import numpy as np, numbagrad as ng, tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "f.npz")
+    >>> p = os.path.join(tempfile.mkdtemp(), "f.ngtape")
     >>> ng.trace(lambda x: (x * 3).sum(), np.ones(2)).save(p)
     >>> ng.load(p)(np.array([1.0, 2.0]))
     9.0
     """
+    if isinstance(path, (str, os.PathLike)):
+        path = os.fspath(path)
+        if not os.path.exists(path) and os.path.exists(path + ".npz"):
+            path = path + ".npz"
     try:
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
@@ -359,10 +438,30 @@ def load(path):
         raise ValueError(f"not a numbagrad tape file: {path}: {e}") from None
     except Exception as e:  # zipfile and zlib errors of damaged files
         raise ValueError(f"not a numbagrad tape file: {path}: {type(e).__name__}: {e}") from None
+    return _from_arrays(d, f"tape file {path}")
+
+
+def _from_arrays(d, where):
+    """A Traced from the arrays of a tape file (or of a pickle): digest, then every array
+    checked before any sweep can read it."""
     try:
-        if int(d["format"][0]) != _FORMAT:
-            raise ValueError(f"tape file format {int(d['format'][0])}, expected {_FORMAT}")
+        if not isinstance(d, dict):
+            raise TypeError(f"{type(d).__name__} instead of a dict of arrays")
+        fmt = int(np.asarray(d["format"]).reshape(-1)[0])
+        if fmt not in (1, _FORMAT):
+            raise ValueError(f"{where}: tape file format {fmt}, expected 1 or {_FORMAT}")
+        if fmt >= 2:
+            digest = str(np.asarray(d["digest"]).reshape(-1)[0])
+            if digest != tape_digest(d):
+                raise ValueError(f"{where}: the digest does not match the content: the file was "
+                                 "changed after it was saved (or damaged)")
+            op_table, name_table = [str(x) for x in d["op_names"]], \
+                [str(x) for x in d["grad_fn_names"]]
+        else:
+            op_table, name_table = _FORMAT1_OPCODES, _FORMAT1_NAMES
         tape = {name: d[f"tape_{name}"] for name in TapeArrays._fields}
+        tape["opcodes"] = _renumber(tape["opcodes"], op_table, OPCODE_OF, "op")
+        tape["name_ids"] = _renumber(tape["name_ids"], name_table, NAME_ID, "grad_fn name")
         in_ptr, flat = d["in_ptr"], d["in_nodes"]
         if len(in_ptr) < 1 or in_ptr[0] != 0 or in_ptr[-1] != len(flat) or np.any(np.diff(in_ptr) < 0):
             raise ValueError("input node pointers are inconsistent")
@@ -392,14 +491,38 @@ def load(path):
             replay, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, d["arg_names"])
         name = str(d["name"][0])
     except (KeyError, IndexError, TypeError) as e:
-        raise ValueError(f"not a valid numbagrad tape file: {path}: {type(e).__name__}: {e}") \
+        raise ValueError(f"not a valid numbagrad tape file: {where}: {type(e).__name__}: {e}") \
             from None
     traced = Traced.__new__(Traced)
-    traced.__name__ = name
-    traced.arg_names = arg_names
-    traced.codegen = None
-    traced._setup(replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, guards)
+    traced._restore(replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes,
+                    arg_names, name, guards)
     return traced
+
+
+def _tape_arrays(tape, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, arg_names,
+                 name, guards, fmt=_FORMAT):
+    """The arrays of a tape file (format ``fmt``; format 2 with its name tables and digest)."""
+    d = {f"tape_{k}": np.asarray(tape[k]) for k in TapeArrays._fields}
+    gval = [np.asarray(g[2], dtype=np.float64).reshape(-1) for g in guards]
+    in_ptr = np.concatenate([[0], np.cumsum([len(ns) for ns in in_nodes])])
+    d.update(
+        init=np.asarray(init), format=np.array([fmt], dtype=np.int64),
+        in_nodes=np.array([k for ns in in_nodes for k in ns], dtype=np.int64),
+        in_ptr=in_ptr.astype(np.int64), out_node=np.array([out_node], dtype=np.int64),
+        out_shape=np.array(out_shape, dtype=np.int64),
+        arg_ndim=np.array([len(s_) for s_ in arg_shapes], dtype=np.int64),
+        arg_shapes=np.array([d_ for s_ in arg_shapes for d_ in s_], dtype=np.int64),
+        arg_dtypes=np.array([np.dtype(dt).str for dt in arg_dtypes]),
+        arg_names=np.array(arg_names), name=np.array([name]),
+        guard_nodes=np.array([g[0] for g in guards], dtype=np.int64),
+        guard_kinds=np.array([g[1] for g in guards], dtype=np.int64),
+        guard_ptr=np.concatenate([[0], np.cumsum([v.size for v in gval])]).astype(np.int64),
+        guard_values=np.concatenate(gval) if gval else np.zeros(0),
+        guard_hows=np.array([str(g[3]) for g in guards] or [""]))
+    if fmt >= 2:
+        d.update(op_names=_op_table(), grad_fn_names=np.array(NAMES))
+        d["digest"] = np.array([tape_digest(d)])
+    return d
 
 
 def _nblocks(m):
@@ -672,7 +795,7 @@ class Traced:
             flags=(arrays.flags & REQUIRES_GRAD).astype(np.int8),
             val_chunk=np.zeros(n, dtype=np.int32), val_off=offsets)
         guards = [(int(k), int(kind), np.asarray(v, dtype=np.float64).reshape(-1), how)
-                  for k, kind, v, how in tape.guards]
+                  for k, kind, v, how in settle_guards(tape.guards)]
         replay = _merge_repeats(replay, {int(node)} | {g[0] for g in guards})
         self._setup(replay, init, in_nodes, int(node), tuple(out.shape),
                     [a.shape for a in examples], [a.dtype for a in examples], guards)
@@ -757,60 +880,53 @@ class Traced:
 
     # ------------------------------------------------------------ pickling
 
-    def __getstate__(self):
-        return {
-            "tape": {name: getattr(self._t, name) for name in TapeArrays._fields},
-            "init": self._init[:self._n_values], "in_nodes": self._in_nodes,
-            "out_node": self._out_node,
-            "out_shape": self.out_shape, "arg_shapes": self.arg_shapes,
-            "arg_dtypes": [d.str for d in self.arg_dtypes], "arg_names": self.arg_names,
-            "name": self.__name__,
-            "guards": [(k, kind, v, how) for k, kind, v, how in self._guards],
-        }
-
-    def __setstate__(self, state):
-        try:  # a pickle from elsewhere is checked like a file (load)
-            replay, init = _checked(state["tape"], state["init"], state["in_nodes"],
-                                    state["out_node"], state["guards"])
-            out_shape, arg_shapes, arg_dtypes, arg_names = _checked_meta(
-                replay, state["in_nodes"], state["out_node"], state["out_shape"],
-                state["arg_shapes"], state["arg_dtypes"], state["arg_names"])
-            name = str(state["name"])
-        except (KeyError, IndexError, TypeError) as e:
-            raise ValueError(f"not a valid pickled Traced: {type(e).__name__}: {e}") from None
+    def _restore(self, replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes,
+                 arg_names, name, guards):
         self.__name__ = name
         self.arg_names = arg_names
         self.codegen = None
-        self._setup(replay, init, state["in_nodes"], state["out_node"], out_shape, arg_shapes,
-                    arg_dtypes, state["guards"])
+        self._setup(replay, init, in_nodes, out_node, out_shape, arg_shapes, arg_dtypes, guards)
+
+    def _file_arrays(self):
+        return _tape_arrays({k: getattr(self._t, k) for k in TapeArrays._fields},
+                            self._init[:self._n_values], self._in_nodes, self._out_node,
+                            self.out_shape, self.arg_shapes, self.arg_dtypes, self.arg_names,
+                            self.__name__, self._guards)
+
+    def __getstate__(self):
+        # the arrays of a tape file, digest included: unpickling checks them like load
+        return self._file_arrays()
+
+    def __setstate__(self, state):
+        if isinstance(state, dict) and "tape" in state and "format" not in state:
+            # a pickle of format 1 (a state of plain objects, no digest): as its file
+            try:
+                state = _tape_arrays(
+                    state["tape"], state["init"], state["in_nodes"], state["out_node"],
+                    state["out_shape"], state["arg_shapes"], state["arg_dtypes"],
+                    state["arg_names"], state["name"], state["guards"], fmt=1)
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise ValueError(f"not a valid pickled Traced: {type(e).__name__}: {e}") \
+                    from None
+        g = _from_arrays(state, "pickled Traced")
+        self.__dict__.update(g.__dict__)
 
     def save(self, path):
-        """Write the recording to ``path`` as an ``.npz`` of plain arrays (no pickle).
+        """Write the recording to exactly ``path`` (or a file object): an ``.npz`` archive of
+        plain arrays (no pickle), whatever the name's suffix.
 
         >>> import numpy as np, numbagrad as ng, tempfile, os
         >>> f = ng.trace(lambda x: (x * x).sum(), np.ones(2))
-        >>> p = os.path.join(tempfile.mkdtemp(), "f.npz"); f.save(p)
-        >>> ng.load(p).grad(np.array([1.0, 2.0]))
-        array([2., 4.])
+        >>> p = os.path.join(tempfile.mkdtemp(), "model.ngtape"); f.save(p)
+        >>> os.path.exists(p), ng.load(p).grad(np.array([1.0, 2.0]))
+        (True, array([2., 4.]))
         """
-        arrays = {f"tape_{name}": getattr(self._t, name) for name in TapeArrays._fields}
-        gk = np.array([g[0] for g in self._guards], dtype=np.int64)
-        gkind = np.array([g[1] for g in self._guards], dtype=np.int64)
-        gval = [g[2] for g in self._guards]
-        gptr = np.concatenate([[0], np.cumsum([v.size for v in gval])]).astype(np.int64)
-        in_ptr = np.concatenate([[0], np.cumsum([len(ns) for ns in self._in_nodes])])
-        np.savez(
-            path, init=self._init[:self._n_values], format=np.array([_FORMAT], dtype=np.int64),
-            in_nodes=np.array([k for ns in self._in_nodes for k in ns], dtype=np.int64),
-            in_ptr=in_ptr.astype(np.int64), out_node=np.array([self._out_node], dtype=np.int64),
-            out_shape=np.array(self.out_shape, dtype=np.int64),
-            arg_ndim=np.array([len(s_) for s_ in self.arg_shapes], dtype=np.int64),
-            arg_shapes=np.array([d for s_ in self.arg_shapes for d in s_], dtype=np.int64),
-            arg_dtypes=np.array([d.str for d in self.arg_dtypes]),
-            arg_names=np.array(self.arg_names), name=np.array([self.__name__]),
-            guard_nodes=gk, guard_kinds=gkind, guard_ptr=gptr,
-            guard_values=np.concatenate(gval) if gval else np.zeros(0),
-            guard_hows=np.array([g[3] for g in self._guards] or [""]), **arrays)
+        d = self._file_arrays()
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "wb") as fh:  # np.savez(str) would append ".npz" to the name
+                np.savez(fh, **d)
+        else:
+            np.savez(path, **d)
 
     # ------------------------------------------------------------ replay
 
@@ -894,6 +1010,15 @@ class Traced:
     def _check_guards(self, buf):
         for i, (k, kind, recorded, how) in enumerate(self._guards):
             o = self._t.val_off[k]
+            if kind >= GUARD_CMP:  # an item() value only compared: the outcome must hold
+                now = buf[o:o + 1]
+                if _CMP[kind - GUARD_CMP](float(now[0]), recorded[1]) == bool(recorded[2]):
+                    continue
+                raise GuardError(
+                    f"guard {i} of {self.__name__}: {how} of node {k} ({self.tape.name(k)}) "
+                    f"was {bool(recorded[2])} when traced (at {_show(recorded[0])}) and is "
+                    f"{not recorded[2]} here (at {_show(now)}), so f takes another path; trace "
+                    f"again at these arguments (ng.value_and_grad does)")
             now = buf[o:o + recorded.size]
             same = bool(now.any()) == bool(recorded.any()) if kind == GUARD_TRUTH else \
                 np.array_equal(now, recorded)

@@ -34,13 +34,45 @@ def _other_threads_freed_output():
     return box[0]
 
 
+def _tape_file(change):
+    """ng.load of a saved tape whose arrays ``change`` edits (the file written again)."""
+    import io
+    import tempfile
+    buf = io.BytesIO()
+    _traced().save(buf)
+    with np.load(io.BytesIO(buf.getvalue()), allow_pickle=False) as z:
+        d = {k: z[k] for k in z.files}
+    change(d)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/f.ngtape"
+        with open(path, "wb") as fh:
+            np.savez(fh, **d)
+        return ng.load(path)
+
+
+def _inf_constant(d):
+    d["init"] = d["init"].copy()
+    d["init"][-1] = np.inf
+
+
+def _unknown_op(d):
+    from numbagrad.trace import tape_digest
+    d["op_names"] = d["op_names"].astype("<U16")
+    d["op_names"][d["tape_opcodes"][-1]] = "FROBNICATE"
+    d["digest"] = np.array([tape_digest(d)])
+
+
 SECOND = "Trying to backward through the graph a second time"
 NOT_FLOAT = "only Tensors of floating point dtype can require gradients"
 
 ROWS = [
     ("incompatible broadcast", lambda: _x() + ng.ones(4), RuntimeError,
      r"The size of tensor a \(3\) must match the size of tensor b \(4\) at non-singleton "
-     r"dimension 1"),
+     r"dimension 1 \(shapes \(2, 3\) and \(4,\)\)$"),
+    ("incompatible broadcast of two 2-D tensors", lambda: ng.ones(3, 4) + ng.ones(2, 5),
+     RuntimeError,
+     r"^The size of tensor a \(4\) must match the size of tensor b \(5\) at non-singleton "
+     r"dimension 1 \(shapes \(3, 4\) and \(2, 5\)\)$"),
     ("matmul shapes", lambda: ng.matmul(ng.ones(2, 3), ng.ones(4, 5)), RuntimeError,
      r"mat1 and mat2 shapes cannot be multiplied \(2x3 and 4x5\)"),
     ("matmul of a 0-d tensor", lambda: ng.matmul(ng.ones(()), ng.ones(3)), RuntimeError,
@@ -48,15 +80,25 @@ ROWS = [
     ("dot of different lengths", lambda: ng.dot(ng.ones(2), ng.ones(3)), RuntimeError,
      "inconsistent tensor size"),
     ("reshape to a wrong size", lambda: _x().reshape(4, 4), RuntimeError,
-     r"shape '\[4, 4\]' is invalid for input of size 6"),
+     r"shape '\[4, 4\]' is invalid for input of size 6 \(a tensor of shape \(2, 3\)\)"),
     ("cat of mismatched shapes", lambda: ng.cat([ng.ones(2, 3), ng.ones(3, 2)]), RuntimeError,
-     "Sizes of tensors must match except in dimension 0"),
+     r"Sizes of tensors must match except in dimension 0. Expected size 3 but got size 2 for "
+     r"tensor number 1 in the list \(shapes \(2, 3\) and \(3, 2\)\)"),
     ("cat of no tensors", lambda: ng.cat([]), RuntimeError, "expected a non-empty list"),
     ("stack of mismatched shapes", lambda: ng.stack([ng.ones(2), ng.ones(3)]), RuntimeError,
      "stack expects each tensor to be equal size"),
     ("where with incompatible shapes", lambda: ng.where(ng.ones(2) > 0, ng.ones(3), ng.ones(2)),
      RuntimeError, "must match the size"),
-    ("expand to a clashing size", lambda: _x().expand(4, 4), RuntimeError, "must match"),
+    ("expand to a clashing size", lambda: _x().expand(4, 4), RuntimeError,
+     r"must match.*\(shapes \(2, 3\) and \(4, 4\)\)"),
+    ("np.asarray of a tensor that requires grad", lambda: np.asarray(_x() * 2), RuntimeError,
+     r"Can't convert a Tensor that requires grad to a NumPy array: np.asarray / np.array .*"
+     r"Use tensor.detach\(\)"),
+    ("NumPy function given a list holding a tensor that requires grad",
+     lambda: np.mean([_x(), _x() + 2]), RuntimeError,
+     r"Can't convert a Tensor that requires grad to a NumPy array: np\.mean converts"),
+    ("np.array of a list of tensors that require grad", lambda: np.array([_x(), 2 * _x()]),
+     RuntimeError, r"requires grad .*would drop its gradient"),
     ("dim out of range", lambda: _x().sum(5), IndexError,
      r"Dimension out of range \(expected to be in range of \[-2, 1\], but got 5\)"),
     ("dim not an int", lambda: _x().sum(1.5), TypeError, "dim must be an int, got float"),
@@ -135,6 +177,11 @@ ROWS = [
      "argnums 2 is out of range for 1 argument"),
     ("load of a missing file", lambda: ng.load("/nonexistent/f.npz"), ValueError,
      "not a numbagrad tape file"),
+    ("load of a tape file changed after saving", lambda: _tape_file(_inf_constant), ValueError,
+     "the digest does not match the content"),
+    ("load of a tape file naming an op this version lacks",
+     lambda: _tape_file(_unknown_op), ValueError,
+     "tape file uses the op 'FROBNICATE', which this numbagrad does not have"),
     ("gradcheck with nothing to differentiate",
      lambda: ng.gradcheck(lambda x: x * 2, (ng.tensor([1.0]),)), ValueError,
      "requires_grad=True"),

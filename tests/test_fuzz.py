@@ -1,11 +1,16 @@
 """Fuzzing the tape loader: saved tapes (``Traced.save`` / ``ng.load``) and pickled ``Traced``
-objects, mutated by hypothesis at the byte and at the array level.
+objects, mutated by hypothesis at the byte, the array and the value level.
 
-Every case must end in a clean ``ValueError`` from the loader, or load into a ``Traced`` whose
-value, gradient and JVP are consistent with each other (the fused value sweep, the unfused
-forward sweep of ``jvp`` and ``value_and_grad`` agree, shapes are as declared).  Never a crash,
-a hang or an out-of-bounds read: the cases run in a subprocess (a crash there fails the test
-with the case that caused it), under a timeout.
+Array-level mutations (``arrays``, ``pickle``) are signed again with a fresh digest, as a
+deliberate forger would: they test the structural validation beneath the digest.  Every such
+case must end in a clean ``ValueError`` from the loader, or load into a ``Traced`` whose value,
+gradient and JVP are consistent with each other (the fused value sweep, the unfused forward
+sweep of ``jvp`` and ``value_and_grad`` agree, shapes are as declared).  Value-level mutations
+(``values``: a constant set to +-inf or another number, an opcode changed to a valid
+neighbour, an index shifted within range) keep the saved digest, as a file changed after
+saving would: each must be rejected, or replay to exactly the original results.  Never a
+crash, a hang or an out-of-bounds read: the cases run in a subprocess (a crash there fails the
+test with the case that caused it), under a timeout.
 
     python -m pytest -q tests/test_fuzz.py                 # a few hundred cases
     python -m pytest -q -m fuzz tests/test_fuzz.py         # >= 10,000 cases (FUZZ_CASES)
@@ -21,7 +26,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CASES = 70       # per strategy; three strategies: 210 cases
+DEFAULT_CASES = 70       # per strategy; four strategies: 280 cases
 LONG_CASES = int(os.environ.get("FUZZ_CASES", "4000"))   # per strategy under -m fuzz
 
 
@@ -63,6 +68,14 @@ def npz_bytes(traced):
 def npz_arrays(data):
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def resign(d):
+    """``d`` with its digest computed again (a forger's file: only validation can refuse it)."""
+    from numbagrad.trace import tape_digest
+    if "digest" in d:
+        d = dict(d, digest=np.array([tape_digest(d)]))
+    return d
 
 
 def arrays_to_npz(d):
@@ -111,6 +124,30 @@ def exercise(g):
     return "ok"
 
 
+def same_results(base, g):
+    """'same' when ``g`` answers exactly as ``base`` (value, gradient, JVP); fails otherwise: a
+    changed file that loads must not change a single number."""
+    import numbagrad as ng
+    args = _args(base, np.random.default_rng(0))
+    try:
+        v = g(*args)
+    except ng.GuardError:
+        raise AssertionError("a changed tape loaded and fails a guard the original passes")
+    assert np.array_equal(np.asarray(v), np.asarray(base(*args)), equal_nan=True), \
+        "a changed tape loaded and replays to another value"
+    tangents = tuple(np.ones_like(a) for a in args)
+    for x, y in zip(g.jvp(tuple(args), tangents), base.jvp(tuple(args), tangents)):
+        assert np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True), \
+            "a changed tape loaded and has another JVP"
+    if base._out_size == 1:
+        (va, ga), (vb, gb) = g.value_and_grad(*args), base.value_and_grad(*args)
+        ga, gb = (ga if isinstance(ga, tuple) else (ga,)), (gb if isinstance(gb, tuple) else (gb,))
+        assert va == vb or (np.isnan(va) and np.isnan(vb))
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(ga, gb)), \
+            "a changed tape loaded and has another gradient"
+    return "same"
+
+
 def load_npz(data):
     import numbagrad as ng
     with tempfile.NamedTemporaryFile(suffix=".npz") as fh:
@@ -125,20 +162,17 @@ def run_case(kind, base, mutate):
         data = mutate(npz_bytes(base))
         loader = load_npz
     elif kind == "arrays":
-        data = arrays_to_npz(mutate(npz_arrays(npz_bytes(base))))
+        data = arrays_to_npz(resign(mutate(npz_arrays(npz_bytes(base)))))
         loader = load_npz
-    else:  # pickle: the state dict's arrays mutated, then a real pickle round trip
-        state = base.__getstate__()
-        state = dict(state, tape=dict(state["tape"]))
-        flat = {f"tape_{k}": v for k, v in state["tape"].items()}
-        flat.update(init=state["init"])
-        flat = mutate(flat)
-        if any(f"tape_{k}" not in flat for k in state["tape"]) or "init" not in flat:
-            state = {k: v for k, v in state.items() if k != "tape"}  # a key went missing
-        else:
-            state["tape"] = {k: flat[f"tape_{k}"] for k in state["tape"]}
-            state["init"] = flat["init"]
-        data = pickle.dumps(_Reduced(state))
+    elif kind == "values":   # changed after saving: the saved digest kept
+        data = arrays_to_npz(mutate(npz_arrays(npz_bytes(base))))
+        try:
+            g = load_npz(data)
+        except ValueError:
+            return "rejected"
+        return same_results(base, g)
+    else:  # pickle: the state's arrays mutated and signed again, then a real pickle round trip
+        data = pickle.dumps(_Reduced(resign(mutate(dict(base.__getstate__())))))
         loader = pickle.loads
     try:
         g = loader(data)
@@ -181,10 +215,16 @@ def strategies():
         st.sampled_from(["set", "set", "set", "truncate", "extend", "dtype", "reshape", "drop",
                          "swap", "negate"]),
         st.integers(0, 10 ** 6), st.integers(0, 10 ** 6), interesting_ints, interesting_floats)
+    value_mutation = st.tuples(
+        st.sampled_from(["const", "init", "opcode", "index", "iparam"]),
+        st.integers(0, 10 ** 6), st.integers(-3, 3),
+        st.one_of(st.sampled_from([np.inf, -np.inf, 0.0, -1.0, 2.0]),
+                  st.floats(-1e6, 1e6, allow_nan=False)))
     byte_mutation = st.tuples(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
                               st.integers(0, 10 ** 9), st.integers(0, 255))
     return (st.lists(array_mutation, min_size=1, max_size=4),
-            st.lists(byte_mutation, min_size=1, max_size=4))
+            st.lists(byte_mutation, min_size=1, max_size=4),
+            st.lists(value_mutation, min_size=1, max_size=3))
 
 
 def apply_array_mutations(muts):
@@ -231,6 +271,37 @@ def apply_array_mutations(muts):
     return mutate
 
 
+def apply_value_mutations(muts):
+    """Changes a structural check cannot see: every array keeps its dtype and shape, every
+    number stays in its valid range."""
+    def mutate(d):
+        d = {k: np.array(v) for k, v in d.items()}
+        for how, i, step, fv in muts:
+            if how in ("const", "init"):   # a constant of an op, or a value in the buffer
+                a = d["tape_consts" if how == "const" else "init"].reshape(-1)
+                if a.size:
+                    with np.errstate(all="ignore"):
+                        a[i % a.size] = fv
+            elif how == "opcode":          # another op of the file's own table
+                ops, table = d["tape_opcodes"], [str(x) for x in d["op_names"]]
+                valid = [c for c, nm in enumerate(table) if nm]
+                k = i % len(ops)
+                at = valid.index(int(ops[k])) if int(ops[k]) in valid else 0
+                ops[k] = valid[(at + (step or 1)) % len(valid)]
+            elif how == "index":           # an operand, the output or an input, still a node
+                n = len(d["tape_opcodes"])
+                key = ["tape_args", "out_node", "in_nodes", "guard_nodes"][i % 4]
+                a = d[key].reshape(-1)
+                if a.size:
+                    a[(i // 4) % a.size] = (int(a[(i // 4) % a.size]) + (step or 1)) % n
+            elif how == "iparam":          # an integer parameter (layouts, axes, indices)
+                a = d["tape_iparams"].reshape(-1)
+                if a.size:
+                    a[i % a.size] = max(0, int(a[i % a.size]) + (step or 1))
+        return d
+    return mutate
+
+
 def apply_byte_mutations(muts):
     def mutate(data):
         b = bytearray(data)
@@ -262,7 +333,7 @@ def fuzz(n_cases, seed, progress_path):
 
     tapes = base_tapes()
     counts = {}
-    array_st, byte_st = strategies()
+    array_st, byte_st, value_st = strategies()
     conf = settings(max_examples=n_cases, deadline=None, database=None, derandomize=False,
                     suppress_health_check=list(HealthCheck), print_blob=True)
 
@@ -300,7 +371,12 @@ def fuzz(n_cases, seed, progress_path):
     def raw(which, muts):
         one("bytes", which, muts, apply_byte_mutations(muts))
 
-    for test in (arrays, pickled, raw):
+    @conf
+    @given(st.integers(0, 1), value_st)
+    def values(which, muts):
+        one("values", which, muts, apply_value_mutations(muts))
+
+    for test in (arrays, pickled, raw, values):
         hypothesis.seed(seed)(test)()
     # the unmutated tapes load and agree with the originals
     for name, base in tapes:
@@ -340,7 +416,10 @@ def _report(counts):
 def test_fuzz_loader_default():
     counts = _run_subprocess(DEFAULT_CASES, seed=1, timeout=600)
     total = _report(counts)
-    assert total >= 3 * DEFAULT_CASES * 0.9
+    assert total >= 4 * DEFAULT_CASES * 0.9
+    # a file changed after saving never loads into other numbers (same_results asserts it)
+    assert counts.get(("values", "rejected"), 0) >= DEFAULT_CASES * 0.8
+    assert set(k[1] for k in counts if k[0] == "values") <= {"rejected", "same"}
     # the strategies reach both outcomes: rejection and tapes that still load and run
     assert counts.get(("arrays", "rejected"), 0) > 0
     assert counts.get(("arrays", "ok"), 0) > 0
@@ -353,7 +432,8 @@ def test_fuzz_loader_long():
     seed = int(os.environ.get("FUZZ_SEED", "12345"))
     counts = _run_subprocess(LONG_CASES, seed=seed, timeout=6 * 3600)
     total = _report(counts)
-    assert total >= 10_000 or LONG_CASES * 3 < 10_000
+    assert total >= 10_000 or LONG_CASES * 4 < 10_000
+    assert set(k[1] for k in counts if k[0] == "values") <= {"rejected", "same"}
 
 
 if __name__ == "__main__":
@@ -369,12 +449,14 @@ def _saved(f, *examples):
     return npz_arrays(npz_bytes(ng.trace(f, *examples, check=False)))
 
 
-def _load_arrays(d):
+def _load_arrays(d, sign=True):
+    """Load the arrays ``d`` as a file; ``sign``: with a fresh digest (so that validation, not
+    the digest, has to refuse a bad structure)."""
     import numbagrad as ng
     with tempfile.TemporaryDirectory() as tmp:
         p = os.path.join(tmp, "f.npz")
         with open(p, "wb") as fh:
-            fh.write(arrays_to_npz(d))
+            fh.write(arrays_to_npz(resign(d) if sign else d))
         return ng.load(p)
 
 
@@ -430,9 +512,128 @@ def test_pickled_state_is_checked_like_a_file():
     import numbagrad as ng
     f = ng.trace(lambda x: (x * x).sum(), np.ones(3), check=False)
     state = f.__getstate__()
-    for bad in (dict(state, arg_shapes=[(5,)]), dict(state, out_shape=(2,)),
-                dict(state, arg_names=[]), {k: v for k, v in state.items() if k != "in_nodes"}):
+    for bad in (dict(state, arg_shapes=np.array([5])), dict(state, out_shape=np.array([2])),
+                dict(state, arg_names=state["arg_names"][:0]),
+                {k: v for k, v in state.items() if k != "in_nodes"}):
         with pytest.raises(ValueError):
-            pickle.loads(pickle.dumps(_Reduced(bad)))
+            pickle.loads(pickle.dumps(_Reduced(resign(bad))))
     g = pickle.loads(pickle.dumps(f))
     np.testing.assert_array_equal(g.grad_batch(np.ones((20, 3))), 2 * np.ones((20, 3)))
+
+
+# ---------------------------------------------------------------- digest and op names
+
+def _changed_consts(d):
+    d = dict(d, tape_consts=d["tape_consts"].copy())
+    d["tape_consts"][0] = np.inf
+    return d
+
+
+def test_a_file_changed_after_saving_is_refused_by_its_digest():
+    # a constant set to inf passes every structural check and replayed to another number
+    d = _saved(lambda x: (x * 3.0).sum(), np.ones(3))
+    with pytest.raises(ValueError, match="digest does not match"):
+        _load_arrays(_changed_consts(d), sign=False)
+    assert _load_arrays(_changed_consts(d))(np.ones(3)) == np.inf   # what it would have done
+    # an opcode changed to its neighbour (MUL_C -> DIV_C), an output index shifted
+    ops = d["tape_opcodes"].copy()
+    ops[ops == 13] = 14
+    with pytest.raises(ValueError, match="digest does not match"):
+        _load_arrays(dict(d, tape_opcodes=ops), sign=False)
+    with pytest.raises(ValueError, match="digest does not match"):
+        _load_arrays(dict(d, out_node=d["out_node"] - 1), sign=False)
+    with pytest.raises(ValueError, match="digest does not match"):   # names and shapes count
+        _load_arrays(dict(d, init=d["init"].reshape(1, -1)), sign=False)
+    with pytest.raises(ValueError, match="not a valid numbagrad tape file"):
+        _load_arrays({k: v for k, v in d.items() if k != "digest"}, sign=False)
+    assert _load_arrays(d, sign=False)(np.ones(3)) == 9.0
+
+
+def test_a_pickle_changed_after_pickling_is_refused_by_its_digest():
+    import numbagrad as ng
+    f = ng.trace(lambda x: (x * 3.0).sum(), np.ones(3), check=False)
+    with pytest.raises(ValueError, match="digest does not match"):
+        pickle.loads(pickle.dumps(_Reduced(_changed_consts(f.__getstate__()))))
+    assert pickle.loads(pickle.dumps(f))(np.ones(3)) == 9.0
+
+
+def test_save_writes_exactly_the_path_and_load_reads_it(tmp_path):
+    import numbagrad as ng
+    f = ng.trace(lambda x: (x * x).sum(), np.ones(2), check=False)
+    p = tmp_path / "model.ngtape"
+    f.save(str(p))
+    assert sorted(os.listdir(tmp_path)) == ["model.ngtape"]
+    assert ng.load(str(p))(np.array([1.0, 2.0])) == 5.0
+    f.save(p)                                              # a pathlib.Path too
+    assert ng.load(p)(np.array([1.0, 2.0])) == 5.0
+    # a file an older save wrote as model.old.npz when asked for model.old
+    os.rename(p, tmp_path / "model.old.npz")
+    assert ng.load(str(tmp_path / "model.old"))(np.array([1.0, 2.0])) == 5.0
+    with pytest.raises(ValueError, match="not a numbagrad tape file"):
+        ng.load(str(tmp_path / "missing"))
+
+
+def test_a_file_names_its_ops_so_renumbering_does_not_change_it():
+    # the file's op name table permuted together with its opcodes: the same function
+    d = _saved(lambda x: (x.sin() * 3.0 + x.exp()).sum(), np.ones(3))
+    args = np.array([0.1, 0.2, 0.3])
+    want = _load_arrays(d).value_and_grad(args)
+    table = d["op_names"]
+    perm = np.random.default_rng(0).permutation(len(table))   # new code of old code c
+    new_table = np.empty_like(table)
+    new_table[perm] = table
+    d2 = dict(d, op_names=new_table, tape_opcodes=perm[d["tape_opcodes"]].astype(np.int32))
+    assert not np.array_equal(d2["tape_opcodes"], d["tape_opcodes"])
+    got = _load_arrays(d2).value_and_grad(args)
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    # the grad_fn names (name_ids) likewise
+    names = d["grad_fn_names"]
+    d3 = dict(d, grad_fn_names=names[::-1].copy(),
+              tape_name_ids=(len(names) - 1 - d["tape_name_ids"]).astype(np.int16))
+    assert _load_arrays(d3).value_and_grad(args)[0] == want[0]
+    # an op this numbagrad does not have
+    unknown = d["op_names"].astype("<U16").copy()
+    unknown[d["tape_opcodes"][-1]] = "FROBNICATE"
+    with pytest.raises(ValueError, match="uses the op 'FROBNICATE'"):
+        _load_arrays(dict(d, op_names=unknown))
+    short = d["op_names"][:int(d["tape_opcodes"].max())]
+    with pytest.raises(ValueError, match="outside the file's table"):
+        _load_arrays(dict(d, op_names=short))
+
+
+def test_format_1_files_still_load():
+    # format 1: no digest, no name tables, opcodes numbered as ops.py did then
+    import numbagrad as ng
+    import sys
+    tr = sys.modules["numbagrad.trace"]   # (numbagrad.trace is also the function)
+    f = ng.trace(lambda x: (x.tanh() * 2.0).sum() + x.max(), np.ones(4), check=False)
+    d = f.__getstate__()
+    t = tr._from_arrays(d, "test")   # the current numbering, through the format-2 tables
+    old_codes = np.array([tr._FORMAT1_OPCODES.index(str(d["op_names"][c]))
+                          for c in d["tape_opcodes"]], dtype=np.int32)
+    old_names = np.array([tr._FORMAT1_NAMES.index(str(d["grad_fn_names"][c]))
+                          for c in d["tape_name_ids"]], dtype=np.int16)
+    d1 = {k: v for k, v in d.items() if k not in ("digest", "op_names", "grad_fn_names")}
+    d1.update(format=np.array([1]), tape_opcodes=old_codes, tape_name_ids=old_names)
+    g = _load_arrays(d1, sign=False)
+    x = np.array([0.3, -0.2, 0.5, 0.1])
+    assert g(x) == f(x) == t(x) and np.array_equal(g.grad(x), f.grad(x))
+    with pytest.raises(ValueError, match="format 3"):
+        _load_arrays(dict(d, format=np.array([3])))
+
+
+def test_format_1_pickles_still_load():
+    # the state a format-1 Traced pickled: plain objects, today's opcode numbers, no digest
+    import numbagrad as ng
+    from numbagrad.tape import TapeArrays
+    f = ng.trace(lambda x: (x.exp() * 2.0).sum(), np.ones(3), check=False)
+    old = {"tape": {k: getattr(f._t, k) for k in TapeArrays._fields},
+           "init": f._init[:f._n_values], "in_nodes": f._in_nodes, "out_node": f._out_node,
+           "out_shape": f.out_shape, "arg_shapes": f.arg_shapes,
+           "arg_dtypes": [d.str for d in f.arg_dtypes], "arg_names": f.arg_names,
+           "name": f.__name__, "guards": list(f._guards)}
+    g = pickle.loads(pickle.dumps(_Reduced(old)))
+    x = np.array([0.1, 0.2, 0.3])
+    assert g(x) == f(x) and np.array_equal(g.grad(x), f.grad(x))
+    with pytest.raises(ValueError, match="not a valid pickled Traced"):
+        pickle.loads(pickle.dumps(_Reduced({k: v for k, v in old.items() if k != "init"})))

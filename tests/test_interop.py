@@ -103,13 +103,51 @@ def test_comparisons_from_ndarrays_are_tensors(rng):
     np.testing.assert_array_equal(m.numpy(), x.detach().numpy() > 0)
 
 
-def test_asarray_detaches(rng):
+def test_asarray_of_a_tensor_that_requires_grad_raises(rng):
+    # PyTorch's numpy() rule: np.asarray / np.array would detach silently
     x = _leaf(rng, 3)
     y = x * 2
-    a = np.asarray(y)
+    for conv in (np.asarray, np.array, np.asanyarray):
+        with pytest.raises(RuntimeError, match=r"requires grad.*detach\(\)"):
+            conv(y)
+    a = np.asarray(y.detach())     # detaching on purpose is the way
     assert type(a) is np.ndarray
     np.testing.assert_array_equal(a, 2 * x.detach().numpy())
-    assert (np.array(y) == a).all() and y.requires_grad   # y itself keeps its history
+    with ng.no_grad():             # no gradient at stake: the values, as before
+        np.testing.assert_array_equal(np.asarray(y), a)
+        np.testing.assert_array_equal(np.mean([y, y], axis=0), a)
+    assert y.requires_grad         # y itself keeps its history
+    assert np.asarray(ng.tensor([1.0, 2.0])).tolist() == [1.0, 2.0]   # no grad: values
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda x: np.mean([x, x + 2]), "np.mean"),
+    (lambda x: np.linalg.norm([x, x + 2]), "np.linalg.norm"),
+    (lambda x: np.array([x, 2 * x]).sum(), "np.asarray / np.array"),
+    (lambda x: np.r_[x, x], r"np.r_\[...\]"),
+    (lambda x: np.append([[x, x]], [[x]]), "np.append"),
+    (lambda x: np.sum([[x], [x]]), "np.sum"),
+    (lambda x: np.concatenate([[x], [x]]), "np.asarray / np.array"),
+])
+def test_tensors_in_lists_never_lose_their_gradient_silently(call, name):
+    # each of these returned a NumPy float before: no tensor, no error, no gradient
+    x = ng.tensor(1.5, requires_grad=True)
+    with pytest.raises(RuntimeError, match=name.replace(".", r"\.") + ".*drop its gradient"):
+        call(x)
+    with ng.no_grad():
+        assert not isinstance(call(x), ng.Tensor)   # grad mode off: NumPy's answer, on values
+
+
+def test_lists_of_tensors_record_through_stack():
+    # the way the error points to: stack first, then NumPy's function records
+    x = ng.tensor(1.5, requires_grad=True)
+    m = np.mean(ng.stack([x, x + 2]))
+    assert isinstance(m, ng.Tensor) and m.item() == pytest.approx(2.5)
+    m.backward()
+    assert x.grad.item() == pytest.approx(1.0)
+    # ng.tensor of nested lists of tensors copies their values into a new leaf (no raise)
+    t = ng.tensor([[x, x + 1]])
+    assert t.tolist() == [[1.5, 2.5]] and t.is_leaf and not t.requires_grad
 
 
 @pytest.mark.parametrize("call, name", [

@@ -80,10 +80,19 @@ def branchy_tensor(x):
 def test_item_guard_raises_naming_the_guard_and_value_and_grad_retraces():
     f = ng.trace(branchy, np.ones(3), check=False)
     assert np.isclose(f(np.ones(3)), 3.0)
-    # item() hands Python the number itself, which may be baked into anything: any change trips
-    with pytest.raises(ng.GuardError, match=r"guard 0 of branchy: item\(\) of node \d+ "
+    # item() only compared with a number: only the comparison's outcome is guarded
+    assert np.isclose(f(np.array([1.0, 2.0, 3.0])), 14.0)  # same branch: replays
+    with pytest.raises(ng.GuardError, match=r"guard 0 of branchy: item\(\) > 0\.0 of node \d+ "
+                                            r"\(SumBackward0\) was True when traced \(at 3.0\) "
+                                            r"and is False here \(at -6.0\)"):
+        f(np.array([-1.0, -2.0, -3.0]))
+    # item()'s number used otherwise may be baked into anything: any change trips
+    def scaled(x):
+        return x.sum() * x.sum().item()
+    h = ng.trace(scaled, np.ones(3), check=False)
+    with pytest.raises(ng.GuardError, match=r"guard 0 of scaled: item\(\) of node \d+ "
                                             r"\(SumBackward0\) read 3.0 when traced and is 6.0"):
-        f(np.array([1.0, 2.0, 3.0]))
+        h(np.array([1.0, 2.0, 3.0]))
     g = ng.trace(branchy_tensor, np.ones(3), check=False)
     assert np.isclose(g(np.array([1.0, 2.0, 3.0])), 14.0)  # same branch: replays
     with pytest.raises(ng.GuardError, match=r"bool\(\)"):

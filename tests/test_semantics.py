@@ -242,7 +242,9 @@ def test_training_loop_memory_is_freed():
 def test_conversions():
     t = ng.tensor([[1.0, 2.0]])
     assert np.asarray(t).shape == (1, 2)
-    assert np.asarray(leaf([1.0])).tolist() == [1.0]  # np.asarray detaches
+    assert np.asarray(leaf([1.0]).detach()).tolist() == [1.0]  # detached: its values
+    with pytest.raises(RuntimeError, match="detach"):
+        np.asarray(leaf([1.0]))  # PyTorch's numpy() rule: no silent detach
     with pytest.raises(RuntimeError, match="Use tensor.detach"):
         leaf([1.0]).numpy()
     assert t.tolist() == [[1.0, 2.0]] and t.size() == (1, 2) and t.size(1) == 2

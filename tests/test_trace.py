@@ -1,5 +1,6 @@
 """trace: a recording replayed by the sweeps must agree with running the function eagerly."""
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -318,3 +319,80 @@ def test_values_frozen_by_the_trace_are_reported():
         return (x * 2).sum() if x.sum().item() > 0 else (x * x).sum()
     with pytest.warns(TraceWarning, match="depend on the values"):
         trace(branchy, np.ones(3))
+
+
+# ---------------------------------------------------------------- item() read only to branch
+
+def _branchy(calls):
+    def f(x):
+        calls.append(1)
+        if x.sum().item() > 0:
+            return (x * x).sum()
+        return (-x).sum()
+    return f
+
+
+def test_item_only_compared_guards_only_the_branch(tmp_path):
+    import pickle
+    from numbagrad.tensor import GUARD_CMP
+    calls = []
+    t = ng.trace(_branchy(calls), np.ones(3), check=False)
+    assert [g[1] for g in t._guards] == [GUARD_CMP + 2]      # "item() > 0", not its value
+    x = np.array([1.0, 2.0, 3.0])
+    assert t(x) == 14.0 and np.array_equal(t.grad(x), 2 * x)   # same branch, another point
+    for g in (t, ng.load(_saved(t, tmp_path)), pickle.loads(pickle.dumps(t))):
+        assert g(x) == 14.0
+        with pytest.raises(ng.GuardError, match=r"item\(\) > 0"):   # the other branch
+            g(-x)
+    # value_and_grad: no new trace on the same branch, a right answer on the other one
+    calls.clear()
+    fg = ng.value_and_grad(_branchy(calls))
+    with warnings.catch_warnings():   # its probe may take the other branch: guarded, no verdict
+        warnings.simplefilter("ignore", ng.TraceWarning)
+        fg(np.ones(3))
+    n = len(calls)
+    for k in range(2, 6):
+        v, gr = fg(np.full(3, float(k)))
+        assert v == 3 * k * k and np.array_equal(gr, np.full(3, 2.0 * k))
+    assert len(calls) == n                                    # replayed, never re-traced
+    v, gr = fg(-x)
+    assert v == 6.0 and np.array_equal(gr, -np.ones(3))
+
+
+@pytest.mark.parametrize("use", [
+    lambda x, v: x.sum() * v,                 # folded into the tape as a constant
+    lambda x, v: x.sum() + (v + 1.0),         # Python arithmetic, then a constant
+    lambda x, v: x.sum() + len(f"{v:.3f}"),   # formatting
+    lambda x, v: x.sum() + int(v),            # int conversion
+    lambda x, v: x.sum() * np.exp(v),         # a NumPy ufunc of it
+    lambda x, v: x.sum() * ng.tensor([v, 1.0]).sum(),   # data of a new tensor
+    lambda x, v: x.sum() * v if v > 0 else x.sum(),     # compared and used
+])
+def test_item_used_otherwise_keeps_the_exact_value_guard(use):
+    from numbagrad.tensor import GUARD_VALUE
+    t = ng.trace(lambda x: use(x, x.sum().item()), np.ones(3), check=False)
+    assert [g[1] for g in t._guards] == [GUARD_VALUE]
+    assert t(np.ones(3)) == use(ng.tensor(np.ones(3)), 3.0).item()
+    with pytest.raises(ng.GuardError):   # another point: its value changed, never a wrong number
+        t(np.full(3, 2.0))
+
+
+def test_item_float_is_a_float():
+    x = ng.tensor([1.5, 2.0], requires_grad=True)
+    v = (x * 2).sum().item()
+    assert isinstance(v, float) and v == 7.0 and v > 1 and repr(v) == "7.0"
+    assert float(v) == 7.0 and type(float(v)) is float and hash(v) == hash(7.0)
+
+
+def test_item_compared_with_numbers_it_cannot_replay_exactly_keeps_the_value_guard():
+    from numbagrad.tensor import GUARD_VALUE
+    for other in (2 ** 60 + 1, np.float32(0.5), "a"):
+        def f(x, other=other):
+            v = x.sum().item()
+            try:
+                v > other
+            except TypeError:
+                pass
+            return x.sum()
+        t = ng.trace(f, np.ones(3), check=False)
+        assert [g[1] for g in t._guards] == [GUARD_VALUE], other
