@@ -76,10 +76,7 @@ PUBLIC_MODULES = ["numbagrad", "numbagrad.tensor", "numbagrad.functions", "numba
                   "numbagrad.gradcheck", "numbagrad.anomaly", "numbagrad.viz",
                   "numbagrad.interop", "numbagrad.dask"]
 # examples known to fail, with why; their fix belongs to the module's owner
-KNOWN_FAILING = {
-    "numbagrad.tensor.randn": "the example expects manual_seed's repr to be 'Generator(...)' "
-                              "with nothing after it; NumPy prints 'Generator(PCG64) at 0x...'",
-}
+KNOWN_FAILING = {}
 
 
 def _docstring_tests():
