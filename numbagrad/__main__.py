@@ -14,10 +14,10 @@ def _main(argv):
         for label, value in rows:
             print(f"{label:<{width}}  {value}")
         return 0
-    if argv[:1] == ["compile"]:
+    if argv[:1] == ["compile"] and (len(argv) == 1 or (
+            len(argv) == 3 and argv[1] == "--jobs" and argv[2].isdigit())):
         from .precompile import main
-        jobs = int(argv[2]) if argv[1:2] == ["--jobs"] and len(argv) > 2 else None
-        return main(jobs)
+        return main(int(argv[2]) if len(argv) == 3 else None)
     if argv:
         print("usage: python -m numbagrad [--info | compile [--jobs N]]", file=sys.stderr)
         return 2

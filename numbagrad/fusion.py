@@ -28,9 +28,7 @@ from numba import njit, prange, literally
 from . import kernels as K
 from .kernels import arg, const, is_run
 from .ops import (
-    IEEE, PRANGE_ONLY, LEAF, GATHER, NEG, EXP, LOG, SIN, COS, TAN, TANH, SIGMOID, RELU, SQRT, ABS,
-    ADD_C, MUL_C, DIV_C, POW_C, RSUB_C, RDIV_C, RPOW_C, CLAMP,
-    ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, SUM, MEAN,
+    IEEE, PRANGE_ONLY, LEAF, GATHER, NEG, SIN, COS, ADD, SUB, MINIMUM, SUM, MEAN,
     unary_f, unary_d, unary_fd, binary_f, binary_da, binary_db,
     unary_f_inlined, unary_d_inlined, binary_f_inlined, binary_da_inlined, binary_db_inlined,
 )

@@ -55,3 +55,27 @@ def tour():
         f.jvp(x, np.ones(10, dtype=dtype))
         f.hvp(x, np.ones(10, dtype=dtype))
         f.hessian(x)
+
+
+def main(jobs=None, out=sys.stderr):
+    """Compile every kernel with ``jobs`` processes (all cores by default); returns 0.
+
+    >>> from numbagrad import precompile
+    >>> callable(precompile.main)
+    True
+    """
+    jobs = jobs or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    groups = _kernel_jobs()
+    n_slots = sum(len(s) for _, s in groups)
+    print(f"numbagrad: compiling {n_slots} kernels in {len(groups)} functions with {jobs} "
+          "processes", file=out, flush=True)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        done = sum(pool.map(_compile_slots, [slots for _, slots in groups]))
+    print(f"numbagrad: {done} kernels ready ({time.perf_counter() - t0:.0f} s); compiling the "
+          "sweeps that call them", file=out, flush=True)
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        pool.submit(tour).result()
+    print(f"numbagrad: done in {time.perf_counter() - t0:.0f} s", file=out, flush=True)
+    return 0

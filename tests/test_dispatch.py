@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-import numbagrad as ng
 from numbagrad import compile_notice, dispatch as D, ops
 from numbagrad.ops import OPS, LEAF_F
 
@@ -35,7 +34,7 @@ def test_an_opcode_without_a_row_has_no_kernel(op):
 
 
 def test_sweep_meeting_an_unknown_opcode_raises():
-    from numbagrad.sweeps import reverse_sweep, forward_sweep, plan_adjoints
+    from numbagrad.sweeps import reverse_sweep, forward_sweep
     from numbagrad.tape import TapeArrays, chunk_list
     # a two-node tape: a leaf and an op whose opcode no row defines
     t = TapeArrays(
@@ -126,3 +125,16 @@ def test_precompile_jobs_give_each_function_to_one_process():
     assert len(rows) > 30
     assert sum(1 for m, _, _, _ in seen if m <= D.HVP) == 2 * len(D.DTYPES) * (
         3 * len(rows) + sum(1 for r in rows if not r.linear))
+
+
+def test_precompile_fills_the_slots_it_is_given():
+    from numbagrad.precompile import _compile_slots
+    slots = [(D.JVP, D.SMALL, 1, ops.SQRT), (D.VJP, D.SMALL, 1, ops.SQRT)]
+    assert _compile_slots(slots) == 2
+    assert all(D.TABLE[s] for s in slots)
+
+
+def test_compile_command_usage_error():
+    out = subprocess.run([sys.executable, "-m", "numbagrad", "compile", "--jobs"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "usage" in out.stderr
