@@ -34,11 +34,15 @@ from .ops import (IEEE, OPS, N_OPCODES, OPCODE_NAME, LEAF_F, UNARY_F, BINARY_F, 
 
 FWD, VJP, JVP, HVP = range(4)        # the sweeps' modes: one kernel per op and mode
 # the fused sweeps' (fusion.py): an elementwise op over one block of a segment, by op; and a
-# whole segment, forward or reverse (one function for every op: slot 0)
-UBLOCK_FWD, UBLOCK_VJP, BBLOCK_FWD, BBLOCK_VJP, SEG_FWD, SEG_REV = range(4, 10)
-N_MODES = 10
+# whole segment, forward or reverse, or a segment of single values (one function for every op:
+# slot 0)
+UBLOCK_FWD, UBLOCK_VJP, BBLOCK_FWD, BBLOCK_VJP, SEG_FWD, SEG_REV, SCALAR_FWD, SCALAR_REV = \
+    range(4, 12)
+N_MODES = 12
+WHOLE = (SEG_FWD, SEG_REV, SCALAR_FWD, SCALAR_REV)  # modes of one function for every op
 MODE_NAMES = ("forward", "reverse", "tangent", "hvp", "fused forward", "fused reverse",
-              "fused forward", "fused reverse", "segment forward", "segment reverse")
+              "fused forward", "fused reverse", "segment forward", "segment reverse",
+              "scalar program forward", "scalar program reverse")
 SMALL, LARGE = 0, 1                  # size class: serial kernel, or its prange form
 DTYPES = (np.float64, np.float32)    # value dtypes, by index
 
@@ -142,8 +146,11 @@ def signature(mode, dtype_index):
                    types.UniTuple(f, 2))
         else:
             t, plan = _tape_type(), _plan_type()
+            prog, pc = types.Array(types.int64, 2, "C"), types.Array(types.float64, 2, "C")
             sig = {SEG_FWD: (t, chunks, vals, plan, i, i, i, i),
-                   SEG_REV: (t, chunks, vals, offs, plan, i, i, i, i, offs)}[mode], types.none
+                   SEG_REV: (t, chunks, vals, offs, plan, i, i, i, i, offs),
+                   SCALAR_FWD: (prog, pc, vals, i, i),
+                   SCALAR_REV: (prog, pc, vals, vals, i, i)}[mode], types.none
         _types_cache[key] = sig
     return sig
 
@@ -178,12 +185,13 @@ def _fused_kernels():
     from . import fusion as F
     return {UNARY_F: {UBLOCK_FWD: F._unary_fwd, UBLOCK_VJP: F._unary_vjp},
             BINARY_F: {BBLOCK_FWD: F._binary_fwd, BBLOCK_VJP: F._binary_vjp}}, \
-        {SEG_FWD: F.segment_forward_impl, SEG_REV: F.segment_reverse_impl}
+        {SEG_FWD: F.segment_forward_impl, SEG_REV: F.segment_reverse_impl,
+         SCALAR_FWD: F.scalar_forward_kernel, SCALAR_REV: F.scalar_reverse_kernel}
 
 
 def kernel_function(mode, op):
     """The dispatcher that runs opcode ``op`` in ``mode`` (ValueError for an unknown opcode)."""
-    if mode in (SEG_FWD, SEG_REV):
+    if mode in WHOLE:
         return _fused_kernels()[1][mode]
     row = OPS[op] if 0 <= op < N_OPCODES else None
     if row is None or row.family == LEAF_F:
@@ -209,7 +217,7 @@ def compile_slot(mode, size, dtype_index, op):
         fn = kernel_function(mode, op)
         if size == SMALL and _is_parallel(fn):
             fn = _serial(fn)
-        literal = mode not in (SEG_FWD, SEG_REV) and OPS[op].family in LITERAL
+        literal = mode not in WHOLE and OPS[op].family in LITERAL
         first = types.IntegerLiteral(op) if literal else types.int64
         argtypes, restype = signature(mode, dtype_index)
         args = (first,) + argtypes
@@ -228,7 +236,7 @@ def compile_slot(mode, size, dtype_index, op):
 def kernel_address(mode, size, dtype_index, op):
     """Compile one slot's kernel, saying so on stderr when that takes long."""
     from . import compile_notice
-    what = (f"the {MODE_NAMES[mode]} sweep of a fused segment" if mode in (SEG_FWD, SEG_REV)
+    what = (f"the {MODE_NAMES[mode]} of fused segments" if mode in WHOLE
             else f"the {MODE_NAMES[mode]} kernel of {OPCODE_NAME.get(op, op)}")
     with compile_notice.compiling(what):
         return compile_slot(mode, size, dtype_index, op)
@@ -265,7 +273,7 @@ def all_slots():
         if row is None or row.family == LEAF_F:
             continue
         for mode in range(N_MODES):
-            if mode in (SEG_FWD, SEG_REV):
+            if mode in WHOLE:
                 continue
             try:
                 kernel_function(mode, op)
@@ -274,8 +282,8 @@ def all_slots():
             for size in (SMALL, LARGE) if mode <= HVP else (SMALL,):
                 for d in range(len(DTYPES)):
                     yield mode, size, d, op
-    for mode in (SEG_FWD, SEG_REV):
-        for size in (SMALL, LARGE):
+    for mode in WHOLE:
+        for size in (SMALL, LARGE) if mode in (SEG_FWD, SEG_REV) else (SMALL,):
             for d in range(len(DTYPES)):
                 yield mode, size, d, 0
 

@@ -34,7 +34,7 @@ from .ops import (
 )
 from . import dispatch as D
 from .dispatch import (SMALL, LARGE, UBLOCK_FWD, UBLOCK_VJP, BBLOCK_FWD, BBLOCK_VJP, SEG_FWD,
-                       SEG_REV)
+                       SEG_REV, SCALAR_FWD, SCALAR_REV)
 from .sweeps import forward_sweep, reverse_sweep, kernel
 
 # Elements per block: each op of a block costs about 75 ns of calls besides its arithmetic, so
@@ -317,6 +317,18 @@ def _block_sum(a, o, m):
 # ---------------------------------------------------------------- segments of single values
 # Scalar graphs (every node one element) run a row-per-op program (plan_scalar) whose
 # offsets are resolved at plan time: no per-op pointer chasing, no block loops.
+
+@njit(**IEEE, cache=True)
+def scalar_forward_kernel(op, prog, pc, buf, start, stop):
+    """``scalar_forward`` with a kernel slot's arguments (dispatch.SCALAR_FWD)."""
+    scalar_forward(prog, pc, buf, start, stop)
+
+
+@njit(**IEEE, cache=True)
+def scalar_reverse_kernel(op, prog, pc, buf, adj, start, stop):
+    """``scalar_reverse`` with a kernel slot's arguments (dispatch.SCALAR_REV)."""
+    scalar_reverse(prog, pc, buf, adj, start, stop)
+
 
 @njit(**IEEE, cache=True)
 def scalar_forward(prog, pc, buf, start, stop):
@@ -610,8 +622,14 @@ def _block_reverse(rows, cs, chunks, adj, sv, gv, lo, m, width, g_tail, sums):
 
 @njit(**IEEE, cache=True)
 def segment_forward(t, chunks, buf, plan, start, stop, par_min, nthreads):
-    """The fused forward sweep of segment start..stop-1: its serial form below ``par_min``
-    elements, its threaded one from there (each compiled at its first use)."""
+    """The fused forward sweep of segment start..stop-1: its scalar program for single values,
+    its serial form below ``par_min`` elements, its threaded one from there (each compiled at
+    its first use)."""
+    if t.sizes[start] == 1:
+        a = kernel(SCALAR_FWD, SMALL, buf, LEAF)
+        D.call_kernel(SCALAR_FWD, a, LEAF, (plan.prog, plan.pc, buf, np.int64(start),
+                                            np.int64(stop)))
+        return
     size = LARGE if t.sizes[start] >= par_min else SMALL
     a = kernel(SEG_FWD, size, buf, LEAF)
     D.call_kernel(SEG_FWD, a, LEAF, (t, chunks, buf, plan, np.int64(start), np.int64(stop),
@@ -622,6 +640,12 @@ def segment_forward(t, chunks, buf, plan, start, stop, par_min, nthreads):
 def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads, clear):
     """The fused reverse sweep of segment start..stop-1 (serial or threaded, as
     ``segment_forward``)."""
+    if t.sizes[start] == 1:
+        # a scalar program's offsets are into a replay's one buffer, its only chunk
+        a = kernel(SCALAR_REV, SMALL, adj, LEAF)
+        D.call_kernel(SCALAR_REV, a, LEAF, (plan.prog, plan.pc, chunks[0], adj, np.int64(start),
+                                            np.int64(stop)))
+        return
     size = LARGE if t.sizes[start] >= par_min else SMALL
     a = kernel(SEG_REV, size, adj, LEAF)
     D.call_kernel(SEG_REV, a, LEAF, (t, chunks, adj, adj_off, plan, np.int64(start),
@@ -632,9 +656,6 @@ def segment_reverse(t, chunks, adj, adj_off, plan, start, stop, par_min, nthread
 @njit(**IEEE, cache=True, parallel=PRANGE_ONLY)
 def segment_forward_impl(op, t, chunks, buf, plan, start, stop, par_min, nthreads):
     n = t.sizes[start]
-    if n == 1:
-        scalar_forward(plan.prog, plan.pc, buf, start, stop)
-        return
     ext = plan.ext
     width = min(BLOCK, n)
     nblocks = (n + width - 1) // width
@@ -657,10 +678,6 @@ def segment_forward_impl(op, t, chunks, buf, plan, start, stop, par_min, nthread
 def segment_reverse_impl(op, t, chunks, adj, adj_off, plan, start, stop, par_min, nthreads,
                          clear):
     n = t.sizes[start]
-    if n == 1:
-        # a scalar program's offsets are into a replay's one buffer, its only chunk
-        scalar_reverse(plan.prog, plan.pc, chunks[0], adj, start, stop)
-        return
     ext = plan.ext
     width = min(BLOCK, n)
     nblocks = (n + width - 1) // width
