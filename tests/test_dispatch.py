@@ -1,6 +1,5 @@
 """The dispatch table: kernels derived from the op rows, compiled per op on first use, and an
 error (never a zero) for an opcode without a row."""
-import io
 import subprocess
 import sys
 import time
@@ -77,26 +76,26 @@ def test_first_backward_fills_only_the_slots_of_its_ops():
     assert eval("[" + modes) == [D.VJP]
 
 
-def test_compile_notice_is_one_line_once(monkeypatch):
-    err = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", err)
-    monkeypatch.setattr(compile_notice, "DELAY", 0.05)
+@pytest.fixture
+def notice(monkeypatch, capsys):
+    """The compile notice armed afresh; what it prints is ``notice()``.  Set DELAY in the test."""
     monkeypatch.setitem(compile_notice._state, "shown", False)
     monkeypatch.setitem(compile_notice._state, "enabled", True)
+    return lambda: capsys.readouterr().err
+
+
+def test_compile_notice_is_one_line_once(notice, monkeypatch):
+    monkeypatch.setattr(compile_notice, "DELAY", 0.05)
     with compile_notice.compiling("the reverse kernel of SIN"):
         time.sleep(0.5)
     with compile_notice.compiling("the reverse kernel of COS"):
         time.sleep(0.5)
-    lines = err.getvalue().splitlines()
+    lines = notice().splitlines()
     assert len(lines) == 1 and "SIN" in lines[0] and "once per machine" in lines[0]
 
 
-def test_compile_notice_quiet_when_short_or_disabled(monkeypatch):
-    err = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", err)
+def test_compile_notice_quiet_when_short_or_disabled(notice, monkeypatch):
     monkeypatch.setattr(compile_notice, "DELAY", 0.3)
-    monkeypatch.setitem(compile_notice._state, "shown", False)
-    monkeypatch.setitem(compile_notice._state, "enabled", True)
     with compile_notice.compiling("something quick"):
         pass
     time.sleep(0.5)
@@ -104,7 +103,7 @@ def test_compile_notice_quiet_when_short_or_disabled(monkeypatch):
     with compile_notice.compiling("something slow"):
         time.sleep(0.5)
     compile_notice.set_enabled(True)
-    assert err.getvalue() == ""
+    assert notice() == ""
 
 
 def test_precompile_jobs_give_each_function_to_one_process():
