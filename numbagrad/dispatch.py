@@ -53,10 +53,11 @@ llvm.add_symbol(_SYMBOL, TABLE.ctypes.data)
 
 # ---------------------------------------------------------------- the kernels of each family
 # Every kernel of a mode takes the same arguments, so that one call site in a sweep runs any op:
-#   forward  (op, t, chunks, i, par_min)
-#   reverse  (op, t, chunks, adj, adj_off, i, par_min)
-#   tangent  (op, t, chunks, tan, tan_off, i, par_min)
-#   hvp      (op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+#   forward  (op, tp, chunks, i, par_min)
+#   reverse  (op, tp, chunks, adj, adj_off, i, par_min)
+#   tangent  (op, tp, chunks, tan, tan_off, i, par_min)
+#   hvp      (op, tp, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min)
+# ``tp`` is the address of the sweep's tape (kernels.tape_address, tape_at).
 # Elementwise kernels take ``op`` as a compile-time constant (one loop per op); the others read
 # what they need from the tape.
 
@@ -64,15 +65,15 @@ jit = njit(**IEEE, cache=True)
 
 
 @jit
-def no_tangent(op, t, chunks, tan, tan_off, i, par_min):
+def no_tangent(op, tp, chunks, tan, tan_off, i, par_min):
     """A comparison's tangent: zero (0/1 values do not move with their operands)."""
     to = tan_off[i]
     if to >= 0:
-        tan[to:to + t.sizes[i]] = 0.0
+        tan[to:to + K.tape_at(tp).sizes[i]] = 0.0
 
 
 @jit
-def no_adjoint(op, t, chunks, adj, adj_off, i, par_min):
+def no_adjoint(op, tp, chunks, adj, adj_off, i, par_min):
     """A comparison passes no adjoint to its operands (its derivative is zero)."""
     return
 
@@ -130,7 +131,7 @@ def signature(mode, dtype_index):
         chunks = types.ListType(vals)
         i, f = types.int64, types.float64
         if mode <= HVP:
-            t = _tape_type()
+            t = types.int64  # the address of the sweep's tape (kernels.tape_address)
             sig = {FWD: (t, chunks, i, i),
                    VJP: (t, chunks, vals, offs, i, i),
                    JVP: (t, chunks, vals, offs, i, i),

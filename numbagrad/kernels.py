@@ -116,6 +116,47 @@ def keep_alive(typingctx, x):
     return types.none(x), lambda context, builder, sig, args: context.get_dummy_value()
 
 
+def _borrow_value(context, builder, typ, value):
+    if isinstance(typ, types.Array):
+        ary = context.make_array(typ)(context, builder, value)
+        ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
+        ary.parent = cgutils.get_null_value(ary.parent.type)
+        return ary._getvalue()
+    return context.make_tuple(builder, typ, [
+        _borrow_value(context, builder, ty, builder.extract_value(value, k))
+        for k, ty in enumerate(typ)])
+
+
+# A kernel called through the dispatch table gets the tape as the address of the sweep's copy
+# of it (``tape_address``): passed by value, its 14 arrays are about a hundred words copied
+# onto the stack for every node, which cost 0.5 us a node (benchmarks/NOTES.md, "Kernel
+# table").  ``tape_at`` reads it back, borrowed: the sweep holds the tape for the call.
+
+@intrinsic
+def tape_address(typingctx, t):
+    """The address of a copy of the tape ``t`` in the caller's frame (valid until it returns)."""
+    def codegen(context, builder, sig, args):
+        ptr = cgutils.alloca_once_value(builder, args[0])
+        return builder.ptrtoint(ptr, ir.IntType(64))
+    return types.int64(t), codegen
+
+
+@intrinsic
+def tape_at(typingctx, address):
+    """The tape whose copy is at ``address`` (``tape_address``), its arrays borrowed."""
+    from .tape import TapeArrays, _INT_COLUMNS
+    from numba import typeof
+    import numpy as _np
+    ty = typeof(TapeArrays(**{name: _np.zeros(0, dtype=dt)
+                              for name, (_, dt) in _INT_COLUMNS.items()}))
+
+    def codegen(context, builder, sig, args):
+        llty = context.get_value_type(ty)
+        value = builder.load(builder.inttoptr(args[0], llty.as_pointer()))
+        return _borrow_value(context, builder, ty, value)
+    return ty(address), codegen
+
+
 @jit
 def borrowed_chunks(chunks):
     """A typed list of the arrays in ``chunks``, borrowed (the caller holds ``chunks``)."""
@@ -186,7 +227,8 @@ def bidx(j, mode, period, out_shape, strides):
 # ---------------------------------------------------------------- unary elementwise
 
 @pjit
-def unary_fwd(op, t, chunks, i, par_min):
+def unary_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     literally(op)
     x = arg(t, i, 0)
     xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
@@ -206,7 +248,8 @@ def unary_fwd(op, t, chunks, i, par_min):
 
 
 @pjit
-def unary_vjp(op, t, chunks, adj, adj_off, i, par_min):
+def unary_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    t = tape_at(tp)
     literally(op)
     x = arg(t, i, 0)
     gx = adj_off[x]
@@ -227,7 +270,8 @@ def unary_vjp(op, t, chunks, adj, adj_off, i, par_min):
 
 
 @pjit
-def unary_jvp(op, t, chunks, tan, tan_off, i, par_min):
+def unary_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    t = tape_at(tp)
     literally(op)
     ty = tan_off[i]
     if ty < 0:
@@ -250,7 +294,8 @@ def unary_jvp(op, t, chunks, tan, tan_off, i, par_min):
 
 
 @pjit
-def unary_hvp(op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+def unary_hvp(op, tp, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+    t = tape_at(tp)
     literally(op)
     x = arg(t, i, 0)
     gx = adj_off[x]
@@ -281,7 +326,8 @@ def _unary_hvp_at(op, j, x, y, c0, c1, tan, tx, adj, adjdot, gx, go):
 # ---------------------------------------------------------------- binary elementwise
 
 @pjit
-def binary_fwd(op, t, chunks, i, par_min):
+def binary_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     literally(op)
     a, b = arg(t, i, 0), arg(t, i, 1)
     av, ao = chunks[t.val_chunk[a]], t.val_off[a]
@@ -325,7 +371,8 @@ def _by_rows(ma, pa, mb, pb):
 
 
 @pjit
-def binary_vjp(op, t, chunks, adj, adj_off, i, par_min):
+def binary_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    t = tape_at(tp)
     literally(op)
     a, b = arg(t, i, 0), arg(t, i, 1)
     ga, gb, go = adj_off[a], adj_off[b], adj_off[i]
@@ -389,7 +436,8 @@ def _binary_vjp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, adj, ga, gb, go):
 
 
 @pjit
-def binary_jvp(op, t, chunks, tan, tan_off, i, par_min):
+def binary_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    t = tape_at(tp)
     literally(op)
     to = tan_off[i]
     if to < 0:
@@ -429,7 +477,8 @@ def _binary_jvp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, tan, ta, tb, to):
 
 
 @pjit
-def binary_hvp(op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+def binary_hvp(op, tp, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+    t = tape_at(tp)
     literally(op)
     a, b = arg(t, i, 0), arg(t, i, 1)
     ga, gb, go = adj_off[a], adj_off[b], adj_off[i]
@@ -474,7 +523,8 @@ def _binary_hvp_at(op, j, ja, jb, av, ao, bv, bo, yv, yo, tan, ta, tb, adj, adjd
 # ---------------------------------------------------------------- comparisons (no derivative)
 
 @jit
-def compare_fwd(op, t, chunks, i, par_min):
+def compare_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     a, b = arg(t, i, 0), arg(t, i, 1)
     av, ao = chunks[t.val_chunk[a]], t.val_off[a]
     bv, bo = chunks[t.val_chunk[b]], t.val_off[b]
@@ -498,7 +548,8 @@ def compare_fwd(op, t, chunks, i, par_min):
 # ---------------------------------------------------------------- where(cond, b, c)
 
 @jit
-def where_fwd(op, t, chunks, i, par_min):
+def where_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     out_shape = shape_of(t, i)
     yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
     k0, k1, k2 = arg(t, i, 0), arg(t, i, 1), arg(t, i, 2)
@@ -516,7 +567,8 @@ def where_fwd(op, t, chunks, i, par_min):
 
 
 @jit
-def where_vjp(op, t, chunks, adj, adj_off, i, par_min):
+def where_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    t = tape_at(tp)
     out_shape = shape_of(t, i)
     go = adj_off[i]
     k0, k1, k2 = arg(t, i, 0), arg(t, i, 1), arg(t, i, 2)
@@ -534,7 +586,8 @@ def where_vjp(op, t, chunks, adj, adj_off, i, par_min):
 
 
 @jit
-def where_jvp(op, t, chunks, tan, tan_off, i, par_min):
+def where_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    t = tape_at(tp)
     # the hvp rule is where_vjp on adjdot: the choice does not move with the operands
     to = tan_off[i]
     if to < 0:
@@ -557,7 +610,8 @@ def where_jvp(op, t, chunks, tan, tan_off, i, par_min):
 # iparams: outer, n, inner[, split_ties]; MEAN's constant is the count it divides by.
 
 @pjit
-def reduce_fwd(op, t, chunks, i, par_min):
+def reduce_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     op = t.opcodes[i]
     p = iparams_of(t, i)
     outer, n, inner = p[0], p[1], p[2]
@@ -637,7 +691,8 @@ def _reduce_row(op, xv, xo, yv, yo, o, l, n, inner, scale, e):
 
 
 @pjit
-def reduce_vjp(op, t, chunks, adj, adj_off, i, par_min):
+def reduce_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    t = tape_at(tp)
     x = arg(t, i, 0)
     gx = adj_off[x]
     if gx < 0:
@@ -732,7 +787,8 @@ def _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, o, l, n, inner, scale, spli
 
 
 @pjit
-def reduce_jvp(op, t, chunks, tan, tan_off, i, par_min):
+def reduce_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    t = tape_at(tp)
     ty = tan_off[i]
     if ty < 0:
         return
@@ -812,7 +868,8 @@ def _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, o, l, n, inner, scale, spli
 
 
 @pjit
-def reduce_hvp(op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+def reduce_hvp(op, tp, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+    t = tape_at(tp)
     x = arg(t, i, 0)
     gx = adj_off[x]
     if gx < 0:
@@ -894,7 +951,8 @@ def _reduce_row_curvature(op, xv, xo, yv, yo, tan, tx, adj, adjdot, gx, go, o, l
 # ---------------------------------------------------------------- reshape, gather, cat
 
 @jit
-def copy_fwd(op, t, chunks, i, par_min):
+def copy_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     x = arg(t, i, 0)
     xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
     yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
@@ -905,7 +963,8 @@ def copy_fwd(op, t, chunks, i, par_min):
 
 
 @pjit
-def copy_vjp(op, t, chunks, adj, adj_off, i, par_min):
+def copy_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    t = tape_at(tp)
     gx = adj_off[arg(t, i, 0)]
     if gx < 0:
         return
@@ -921,7 +980,8 @@ def copy_vjp(op, t, chunks, adj, adj_off, i, par_min):
 
 
 @jit
-def copy_jvp(op, t, chunks, tan, tan_off, i, par_min):
+def copy_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    t = tape_at(tp)
     # reshape, clone and dtype copies are linear: the hvp rule is copy_vjp on adjdot
     ty = tan_off[i]
     if ty < 0:
@@ -952,7 +1012,8 @@ def _gather_into(dst, do, src, so, idx, n):
 
 
 @jit
-def gather_fwd(op, t, chunks, i, par_min):
+def gather_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     x = arg(t, i, 0)
     _gather_into(chunks[t.val_chunk[i]], t.val_off[i], chunks[t.val_chunk[x]], t.val_off[x],
                  iparams_of(t, i), t.sizes[i])
@@ -971,7 +1032,8 @@ def is_run(idx):
 
 
 @jit
-def gather_vjp(op, t, chunks, adj, adj_off, i, par_min):
+def gather_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    t = tape_at(tp)
     gx = adj_off[arg(t, i, 0)]
     if gx < 0:
         return
@@ -992,7 +1054,8 @@ def gather_vjp(op, t, chunks, adj, adj_off, i, par_min):
 
 
 @jit
-def gather_jvp(op, t, chunks, tan, tan_off, i, par_min):
+def gather_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    t = tape_at(tp)
     ty = tan_off[i]
     if ty < 0:
         return
@@ -1006,7 +1069,8 @@ def gather_jvp(op, t, chunks, tan, tan_off, i, par_min):
 # CAT iparams: outer, inner, then each operand's length along the axis.
 
 @jit
-def cat_fwd(op, t, chunks, i, par_min):
+def cat_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     p = iparams_of(t, i)
     outer, inner = p[0], p[1]
     total = 0
@@ -1025,7 +1089,8 @@ def cat_fwd(op, t, chunks, i, par_min):
 
 
 @jit
-def cat_vjp(op, t, chunks, adj, adj_off, i, par_min):
+def cat_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    t = tape_at(tp)
     p = iparams_of(t, i)
     outer, inner = p[0], p[1]
     total = 0
@@ -1044,7 +1109,8 @@ def cat_vjp(op, t, chunks, adj, adj_off, i, par_min):
 
 
 @jit
-def cat_jvp(op, t, chunks, tan, tan_off, i, par_min):
+def cat_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    t = tape_at(tp)
     to = tan_off[i]
     if to < 0:
         return
@@ -1136,7 +1202,8 @@ def gemm(c, co, a, ao, ta, b, bo, tb, m, k, n, beta):
 
 
 @jit
-def matmul_fwd(op, t, chunks, i, par_min):
+def matmul_fwd(op, tp, chunks, i, par_min):
+    t = tape_at(tp)
     p = iparams_of(t, i)
     batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
     a, b = arg(t, i, 0), arg(t, i, 1)
@@ -1149,7 +1216,8 @@ def matmul_fwd(op, t, chunks, i, par_min):
 
 
 @jit
-def matmul_vjp(op, t, chunks, adj, adj_off, i, par_min):
+def matmul_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    t = tape_at(tp)
     p = iparams_of(t, i)
     batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
     a, b = arg(t, i, 0), arg(t, i, 1)
@@ -1236,7 +1304,8 @@ def matmul_vjp_rows(adj, g, av, ao, bv, bo, m, k, n, out, sa, sb):
 
 
 @jit
-def matmul_jvp(op, t, chunks, tan, tan_off, i, par_min):
+def matmul_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    t = tape_at(tp)
     to = tan_off[i]
     if to < 0:
         return
@@ -1260,9 +1329,10 @@ def matmul_jvp(op, t, chunks, tan, tan_off, i, par_min):
 
 
 @jit
-def matmul_hvp(op, t, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
+def matmul_hvp(op, tp, chunks, tan, tan_off, adj, adjdot, adj_off, i, par_min):
     """dGa = dG @ B.T + G @ dB.T and dGb = A.T @ dG + dA.T @ G (G the adjoint, d its tangent)."""
-    matmul_vjp(op, t, chunks, adjdot, adj_off, i, par_min)  # the dG terms
+    t = tape_at(tp)
+    matmul_vjp(op, tp, chunks, adjdot, adj_off, i, par_min)  # the dG terms
     p = iparams_of(t, i)
     batch, m, k, n, sa, sb = p[0], p[1], p[2], p[3], p[4], p[5]
     a, b = arg(t, i, 0), arg(t, i, 1)

@@ -115,6 +115,7 @@ def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom):
     # the caller holds these for the call: borrowed, kernels count no references to them
     # (kernels.borrowed; a driver that loops over sweeps borrows its chunk list too)
     t, adj, adj_off = K.borrowed(t), K.borrowed(adj), K.borrowed(adj_off)
+    tp = K.tape_address(t)
     for i in range(top, bottom - 1, -1):
         if adj_off[i] < 0:
             continue
@@ -122,19 +123,20 @@ def reverse_sweep(t, chunks, adj, adj_off, top, par_min, bottom):
         if op == LEAF:
             continue
         a = kernel(VJP, size_class(t, i, par_min), adj, op)
-        D.call_kernel(VJP, a, op, (t, chunks, adj, adj_off, i, par_min))
+        D.call_kernel(VJP, a, op, (tp, chunks, adj, adj_off, i, par_min))
 
 
 @njit(**IEEE, cache=True)
 def forward_sweep(t, chunks, start, stop, par_min):
     """Recompute the values of ops start..stop-1 from their operands (leaves are given)."""
     t = K.borrowed(t)  # as in reverse_sweep
+    tp = K.tape_address(t)
     for i in range(start, stop):
         op = t.opcodes[i]
         if op == LEAF:
             continue
         a = kernel(FWD, size_class(t, i, par_min), chunks, op)
-        D.call_kernel(FWD, a, op, (t, chunks, i, par_min))
+        D.call_kernel(FWD, a, op, (tp, chunks, i, par_min))
 
 
 @njit(**IEEE, cache=True)
@@ -174,6 +176,8 @@ def tangent_sweep(t, chunks, tan, tan_off, start, stop, par_min):
     Leaves' tangents are the caller's seeds and are left as they are; every other
     op with a slot gets its tangent assigned.  ``tan`` has the values' dtype.
     """
+    t = K.borrowed(t)  # the caller holds it for the call (as in reverse_sweep)
+    tp = K.tape_address(t)
     for i in range(start, stop):
         if tan_off[i] < 0:
             continue
@@ -181,7 +185,7 @@ def tangent_sweep(t, chunks, tan, tan_off, start, stop, par_min):
         if op == LEAF:
             continue
         a = kernel(JVP, size_class(t, i, par_min), tan, op)
-        D.call_kernel(JVP, a, op, (t, chunks, tan, tan_off, i, par_min))
+        D.call_kernel(JVP, a, op, (tp, chunks, tan, tan_off, i, par_min))
 
 
 @njit(**IEEE, cache=True)
@@ -202,6 +206,8 @@ def hvp_sweep(t, chunks, tan, tan_off, adj, adjdot, adj_off, top, par_min):
     Piecewise-linear ops (no second derivative) run their reverse kernel on
     ``adjdot``: the same loop ``reverse_sweep`` compiled, so no new one to compile.
     """
+    t = K.borrowed(t)  # the caller holds it for the call (as in reverse_sweep)
+    tp = K.tape_address(t)
     for i in range(top, -1, -1):
         if adj_off[i] < 0:
             continue
@@ -211,8 +217,8 @@ def hvp_sweep(t, chunks, tan, tan_off, adj, adjdot, adj_off, top, par_min):
         size = size_class(t, i, par_min)
         if D.HVP_AS_VJP[op]:  # linear: no curvature term
             a = kernel(VJP, size, adjdot, op)
-            D.call_kernel(VJP, a, op, (t, chunks, adjdot, adj_off, i, par_min))
+            D.call_kernel(VJP, a, op, (tp, chunks, adjdot, adj_off, i, par_min))
         else:
             a = kernel(HVP, size, adjdot, op)
-            D.call_kernel(HVP, a, op, (t, chunks, tan, tan_off, adj, adjdot, adj_off, i,
+            D.call_kernel(HVP, a, op, (tp, chunks, tan, tan_off, adj, adjdot, adj_off, i,
                                        par_min))
