@@ -453,7 +453,7 @@ OPS = [None] * N_OPCODES
 # piecewise-linear ops: the Hessian-vector sweep runs their reverse kernel on the adjoints'
 # tangents (their second derivative is zero wherever it exists)
 _LINEAR = {NEG, RELU, ABS, ADD_C, MUL_C, DIV_C, RSUB_C, CLAMP, ADD, SUB, MAXIMUM, MINIMUM, WHERE,
-           RESHAPE, GATHER, CAT, COMPARE, LEAF}
+           SUM, MEAN, MAX, MIN, RESHAPE, GATHER, CAT, COMPARE, LEAF}
 
 
 def _family(code):
