@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 
 from . import kernels as K
 from .ops import (IEEE, OPS, N_OPCODES, OPCODE_NAME, LEAF_F, UNARY_F, BINARY_F, WHERE_F,
-                  REDUCE_F, RESHAPE_F, GATHER_F, CAT_F, MATMUL_F, COMPARE_F)
+                  SUM_F, REDUCE_F, RESHAPE_F, GATHER_F, CAT_F, MATMUL_F, COMPARE_F)
 
 FWD, VJP, JVP, HVP = range(4)        # the sweeps' modes: one kernel per op and mode
 # the fused sweeps' (fusion.py): an elementwise op over one block of a segment, by op; and a
@@ -84,6 +84,7 @@ KERNELS = {
     UNARY_F: (K.unary_fwd, K.unary_vjp, K.unary_jvp, K.unary_hvp),
     BINARY_F: (K.binary_fwd, K.binary_vjp, K.binary_jvp, K.binary_hvp),
     WHERE_F: (K.where_fwd, K.where_vjp, K.where_jvp, None),
+    SUM_F: (K.sum_fwd, K.sum_vjp, K.sum_jvp, None),
     REDUCE_F: (K.reduce_fwd, K.reduce_vjp, K.reduce_jvp, K.reduce_hvp),
     RESHAPE_F: (K.copy_fwd, K.copy_vjp, K.copy_jvp, None),
     GATHER_F: (K.gather_fwd, K.gather_vjp, K.gather_jvp, None),

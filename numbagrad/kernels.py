@@ -608,6 +608,118 @@ def where_jvp(op, tp, chunks, tan, tan_off, i, par_min):
 
 # ---------------------------------------------------------------- reductions over (outer, n, inner)
 # iparams: outer, n, inner[, split_ties]; MEAN's constant is the count it divides by.
+# SUM and MEAN have kernels of their own (sum_*): the general reduction kernels carry every
+# reduction's rows and take several times as long to compile; these share the row helpers.
+
+@inline
+def _sum_row(op, xv, xo, yv, yo, o, l, n, inner, scale):
+    base = xo + o * n * inner + l
+    s = 0.0
+    for k in range(n):
+        s += xv[base + k * inner]
+    yv[yo + o * inner + l] = s / scale if op == MEAN else s
+
+
+@inline
+def _sum_row_vjp(op, adj, gx, go, o, l, n, inner, scale):
+    gb = gx + o * n * inner + l          # adjoint of x[o, 0, l]
+    r = o * inner + l                    # the reduced row's slot
+    g = adj[go + r] / scale if op == MEAN else adj[go + r]
+    for k in range(n):
+        adj[gb + k * inner] += g
+
+
+@inline
+def _sum_row_jvp(op, tan, tx, ty, o, l, n, inner, scale):
+    tb = tx + o * n * inner + l          # tangent of x[o, 0, l]
+    s = 0.0
+    for k in range(n):
+        s += tan[tb + k * inner]
+    tan[ty + o * inner + l] = s / scale if op == MEAN else s
+
+
+@pjit
+def sum_fwd(op, tp, chunks, i, par_min):
+    """SUM and MEAN over (outer, n, inner), as reduce_fwd computes them."""
+    t = tape_at(tp)
+    op = t.opcodes[i]
+    p = iparams_of(t, i)
+    outer, n, inner = p[0], p[1], p[2]
+    x = arg(t, i, 0)
+    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
+    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
+    scale = const(t, i, 0)
+    m = outer * inner
+    if m * n >= par_min and m > 1:
+        nb = min(m, ROW_BLOCKS)
+        for c in prange(nb):
+            for r in range(c * m // nb, (c + 1) * m // nb):
+                _sum_row(op, xv, xo, yv, yo, r // inner, r % inner, n, inner, scale)
+    else:
+        for r in range(m):
+            _sum_row(op, xv, xo, yv, yo, r // inner, r % inner, n, inner, scale)
+
+
+@pjit
+def sum_vjp(op, tp, chunks, adj, adj_off, i, par_min):
+    """SUM and MEAN's adjoint, as reduce_vjp computes it."""
+    t = tape_at(tp)
+    x = arg(t, i, 0)
+    gx = adj_off[x]
+    if gx < 0:
+        return
+    op = t.opcodes[i]
+    p = iparams_of(t, i)
+    outer, n, inner = p[0], p[1], p[2]
+    go = adj_off[i]
+    scale = const(t, i, 0)
+    if outer == 1 and inner == 1:
+        # the whole tensor: every element gets the same share, in parallel when large
+        g = adj[go] / scale if op == MEAN else adj[go]
+        if n >= par_min:
+            for j in prange(n):
+                adj[gx + j] += g
+        else:
+            gxs = adj[gx:gx + n]
+            for j in range(n):
+                gxs[j] += g
+        return
+    m = outer * inner
+    if m * n >= par_min and m > 1:
+        nb = min(m, ROW_BLOCKS)
+        for c in prange(nb):
+            for r in range(c * m // nb, (c + 1) * m // nb):
+                _sum_row_vjp(op, adj, gx, go, r // inner, r % inner, n, inner, scale)
+    else:
+        for r in range(m):
+            _sum_row_vjp(op, adj, gx, go, r // inner, r % inner, n, inner, scale)
+
+
+@pjit
+def sum_jvp(op, tp, chunks, tan, tan_off, i, par_min):
+    """SUM and MEAN's tangent, as reduce_jvp computes it."""
+    t = tape_at(tp)
+    ty = tan_off[i]
+    if ty < 0:
+        return
+    x = arg(t, i, 0)
+    tx = tan_off[x]
+    if tx < 0:
+        tan[ty: ty + t.sizes[i]] = 0.0
+        return
+    op = t.opcodes[i]
+    p = iparams_of(t, i)
+    outer, n, inner = p[0], p[1], p[2]
+    scale = const(t, i, 0)
+    m = outer * inner
+    if m * n >= par_min and m > 1:
+        for r in prange(m):
+            _sum_row_jvp(op, tan, tx, ty, r // inner, r % inner, n, inner, scale)
+    else:
+        for r in range(m):
+            _sum_row_jvp(op, tan, tx, ty, r // inner, r % inner, n, inner, scale)
+
+
 
 @pjit
 def reduce_fwd(op, tp, chunks, i, par_min):
@@ -654,10 +766,7 @@ def _exps(xv, base, inner, k0, k1, shift, e):
 def _reduce_row(op, xv, xo, yv, yo, o, l, n, inner, scale, e):
     base = xo + o * n * inner + l
     if op == SUM or op == MEAN:
-        s = 0.0
-        for k in range(n):
-            s += xv[base + k * inner]
-        yv[yo + o * inner + l] = s / scale if op == MEAN else s
+        _sum_row(op, xv, xo, yv, yo, o, l, n, inner, scale)
     elif op == MAX or op == MIN:
         best = xv[base]
         for k in range(1, n):
@@ -737,9 +846,7 @@ def _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, o, l, n, inner, scale, spli
     gb = gx + o * n * inner + l          # adjoint of x[o, 0, l]
     r = o * inner + l                    # the reduced row's slot
     if op == SUM or op == MEAN:
-        g = adj[go + r] / scale if op == MEAN else adj[go + r]
-        for k in range(n):
-            adj[gb + k * inner] += g
+        _sum_row_vjp(op, adj, gx, go, o, l, n, inner, scale)
     elif op == MAX or op == MIN:  # to the first extremum, or shared among ties
         y = yv[yo + r]
         g = adj[go + r]
@@ -821,10 +928,7 @@ def _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, o, l, n, inner, scale, spli
     tb = tx + o * n * inner + l          # tangent of x[o, 0, l]
     r = o * inner + l                    # the reduced row's slot
     if op == SUM or op == MEAN:
-        s = 0.0
-        for k in range(n):
-            s += tan[tb + k * inner]
-        tan[ty + r] = s / scale if op == MEAN else s
+        _sum_row_jvp(op, tan, tx, ty, o, l, n, inner, scale)
     elif op == MAX or op == MIN:  # the transpose of reduce_vjp's choice: first extremum or tie mean
         y = yv[yo + r]
         s = 0.0

@@ -430,9 +430,9 @@ def _clamp_eager(x, lo, hi):
 
 
 # Families: an op's family names the kernels that run it in each sweep mode (dispatch.py)
-LEAF_F, UNARY_F, BINARY_F, WHERE_F, REDUCE_F, RESHAPE_F, GATHER_F, CAT_F, MATMUL_F, COMPARE_F = (
-    "leaf", "unary", "binary", "where", "reduce", "reshape", "gather", "cat", "matmul",
-    "compare")
+LEAF_F, UNARY_F, BINARY_F, WHERE_F, SUM_F, REDUCE_F, RESHAPE_F, GATHER_F, CAT_F, MATMUL_F, \
+    COMPARE_F = ("leaf", "unary", "binary", "where", "sum", "reduce", "reshape", "gather", "cat",
+                 "matmul", "compare")
 
 
 class Op:
@@ -460,6 +460,7 @@ def _family(code):
     if code == LEAF: return LEAF_F
     if code in UNARY: return UNARY_F
     if code in BINARY: return BINARY_F
+    if code == SUM or code == MEAN: return SUM_F
     if code in REDUCTIONS: return REDUCE_F
     return {WHERE: WHERE_F, RESHAPE: RESHAPE_F, GATHER: GATHER_F, CAT: CAT_F, MATMUL: MATMUL_F,
             COMPARE: COMPARE_F}[code]

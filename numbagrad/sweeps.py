@@ -85,8 +85,9 @@ def fill_slot(mode, size, dtype_index, op):
     """Compile the kernel of an empty slot (once per machine: then Numba's cache loads it)."""
     addr = D.call_fill_slot(mode, size, dtype_index, op)
     if addr == 0:  # dispatch.last_error() holds the reason, printed on stderr too
+        # a constant message: formatting the opcode would compile str() into every sweep
         raise ValueError("numbagrad: no kernel for opcode (no row in numbagrad.ops, or its "
-                         "kernel failed to compile: numbagrad.dispatch.last_error())", op)
+                         "kernel failed to compile: numbagrad.dispatch.last_error() says which)")
     return addr
 
 
