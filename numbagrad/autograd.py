@@ -138,9 +138,8 @@ CALLOC_MIN = 1 << 17
 # of it. Up to SCRATCH_MAX elements it can instead be a scratch array each thread keeps, the
 # gradients copied out of it: a gradient kept alive then holds only itself, where a view holds
 # its whole backward's buffer when pooled (512 KB or more; a smaller one is cut down to what is
-# read afterwards), about 2-3 times the gradients. The copies cost 5-14%: W1 eager at 10^5, 10^6
-# and W3's at 10^6 took 612, 3,866 and 9,365 us with a 32 MB scratch and 568, 3,244, 8,133 us
-# without; W4 2,812 against 2,630 (2026-12-06, /tmp/s/scr2.py). 0: no scratch.
+# read afterwards), about 2-3 times the gradients. The copies cost 5-14% of an eager step
+# (benchmarks/NOTES.md, "Mid-size adjoints in a per-thread scratch buffer"). 0: no scratch.
 SCRATCH_MAX = 0
 
 
@@ -558,15 +557,15 @@ def backward_sweep(t, values, flag_column, seed_nodes, seeds, free, par_min, adj
     return adj_off, out, status, op, node, front
 
 
-# Eager backward sweeps each run of elementwise ops on FUSE_MIN elements or more in one pass
-# over its elements (fusion.py, as a replay does): block by block it recomputes the run's
-# values from its inputs and walks its ops back in scratch that stays in cache, so the run's
-# inner adjoints never reach memory.  Op by op, W1 at 10^7 wrote and read four 80 MB adjoints
-# and cleared three (48 ms); fused it reads x and adds into its gradient.  Planning is Python
-# (plan_segments, a few us a node), so only tapes of at most FUSE_MAX_NODES nodes are planned.
-# Below FUSE_MIN the op-by-op sweep runs from cache and wins: W1, W3 and a transcendental run,
-# fused against op by op, 0.84-0.97x at 2^16 elements, 1.23-1.44x at 2^18, 1.28-1.73x at 2^20
-# (the fused run recomputes its values: tanh and exp twice); 2026-12-05, /tmp/s/thr.py
+# Eager backward sweeps each run of elementwise ops on FUSE_MIN elements or more in one pass over
+# its elements (fusion.py, as a replay does): block by block it recomputes the run's values from
+# its inputs and walks its ops back in scratch that stays in cache, so the run's inner adjoints
+# never reach memory.  Op by op, W1 at 10^7 wrote and read four 80 MB adjoints and cleared three
+# (48 ms); fused it reads x and adds into its gradient.  Planning is Python (plan_segments, a few
+# us a node), so only tapes of at most FUSE_MAX_NODES nodes are planned. Below FUSE_MIN the
+# op-by-op sweep runs from cache and wins (the fused run recomputes its values: tanh and exp
+# twice); above it fusion wins (benchmarks/NOTES.md, "Eager backward fuses runs of large
+# elementwise ops").
 FUSE_MIN = 1 << 18
 FUSE_MAX_NODES = 1024
 

@@ -37,9 +37,9 @@ from .dispatch import (SMALL, LARGE, UBLOCK_FWD, UBLOCK_VJP, BBLOCK_FWD, BBLOCK_
                        SEG_REV, SCALAR_FWD, SCALAR_REV)
 from .sweeps import forward_sweep, reverse_sweep, kernel
 
-# Elements per block: each op of a block costs about 75 ns of calls besides its arithmetic, so
-# wider blocks pay less of it; 1,024 float64 a node still sits in L2 (W1's eager backward at
-# 10^6, serial, by width: 256 4.6 ms, 512 2.9, 1,024 2.3, 2,048 2.1; 2026-12-05)
+# Elements per block: each op of a block costs a fixed amount of calls besides its arithmetic,
+# so wider blocks pay less of it; 1,024 float64 a node still sits in L2 (the widths measured:
+# benchmarks/NOTES.md, "Eager backward fuses runs of large elementwise ops")
 BLOCK = 1024
 
 

@@ -61,8 +61,8 @@ def iparams_of(t, i):
 # A helper that takes the tape (a tuple of 14 arrays) and branches inside costs 50-130 ns a
 # call: Numba increfs every member where it is inlined and its reference-count pruner cannot
 # pair the increfs with the decrefs across the branch (a branch-free helper, or one handed
-# two arrays, costs nothing).  So const hands its two arrays to the helper that branches.
-# W2's eager backward spent 1.0 of its 1.1 ms there (benchmarks/NOTES.md, 2026-12-05).
+# two arrays, costs nothing).  So const hands its two arrays to the helper that branches
+# (it was most of W2's eager backward: benchmarks/NOTES.md).
 @inline
 def const(t, i, r):
     return const_at(t.const_ptr, t.consts, i, r)
@@ -76,15 +76,15 @@ def const_at(const_ptr, consts, i, r):
 
 
 # ---------------------------------------------------------------- borrowed arrays
-# Numba counts references to an array's memory with atomic operations: every view a kernel
-# slices, every chunk it takes from the typed list and every call handed the tape (14 arrays)
-# adds and drops one.  On small ops that is most of the work, and where threads share the
-# arrays (W5's Jacobian rows) the counters bounce between cores: half of W5's time was spent
-# on them (perf, 2026-12-05).  A borrowed array is the same array without its reference
-# counter (a null meminfo, which Numba's incref and decref skip), so a sweep handed borrowed
-# arrays counts nothing.  It must not outlive its owner: borrow only what the caller holds
-# for the whole call (the arguments of a compiled entry point), or what the function itself
-# keeps alive (``keep_alive``), and never return a borrowed array.
+# Numba counts references to an array's memory with atomic operations: every view a kernel slices,
+# every chunk it takes from the typed list and every call handed the tape (14 arrays) adds and
+# drops one.  On small ops that is most of the work, and where threads share the arrays (W5's
+# Jacobian rows) the counters bounce between cores (benchmarks/NOTES.md, "Reference counts: the
+# eager scalar sweep and the Jacobian rows").  A borrowed array is the same array without its
+# reference counter (a null meminfo, which Numba's incref and decref skip), so a sweep handed
+# borrowed arrays counts nothing.  It must not outlive its owner: borrow only what the caller holds
+# for the whole call (the arguments of a compiled entry point), or what the function itself keeps
+# alive (``keep_alive``), and never return a borrowed array.
 
 @intrinsic
 def borrowed(typingctx, x):
@@ -129,7 +129,7 @@ def _borrow_value(context, builder, typ, value):
 
 # A kernel called through the dispatch table gets the tape as the address of the sweep's copy
 # of it (``tape_address``): passed by value, its 14 arrays are about a hundred words copied
-# onto the stack for every node, which cost 0.5 us a node (benchmarks/NOTES.md, "Kernel
+# onto the stack for every node, most of a small node's cost (benchmarks/NOTES.md, "Kernel
 # table").  ``tape_at`` reads it back, borrowed: the sweep holds the tape for the call.
 
 @intrinsic

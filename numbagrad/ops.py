@@ -27,8 +27,9 @@ IEEE = {"error_model": "numpy"}
 # Parallel functions run their explicit ``prange`` loops on threads, and nothing else:
 # ``parallel=True`` would also turn array expressions (``np.zeros(k)``, ``.sum()``, ``a[:] = 0``)
 # into parallel loops, each a thread-pool launch, taken even on the small path that skips the
-# pranges: a replayed gradient of 3 elements took 44 us against 20 (benchmarks/NOTES.md,
-# 2026-12-05).  Decorators spell it ``njit(**IEEE, parallel=PRANGE_ONLY, ...)``.  An options
+# pranges, which doubled a small replayed gradient (benchmarks/NOTES.md, "Parallel regions
+# for the pranges only").
+# Decorators spell it ``njit(**IEEE, parallel=PRANGE_ONLY, ...)``.  An options
 # object, not a dict: Numba pops the keys of a dict it is given, so every function compiled
 # after the first would have found it empty and taken the defaults, all on.
 PRANGE_ONLY = ParallelOptions({"prange": True, "comprehension": False, "numpy": False,
@@ -168,8 +169,7 @@ def _sigmoid(x):
 # |r| <= ln2/2 (Cody-Waite reduction, degree-13 Taylor polynomial), within 1 ulp of libm;
 # tanh(x) = -m / (2 + m) with m = expm1(-2|x|) by the same reduction, within 3 ulp of NumPy's.
 # Both compute in float64 (float32's tanh: _tanh32), their polynomials in fused multiply-adds
-# (_fma): for 65,536 elements exp 130 -> 88 us and tanh 148 -> 101 (NumPy's 52 and 88,
-# 2026-12-06), the same ulp bounds.
+# (_fma), a third faster than without, with the same ulp bounds (benchmarks/NOTES.md).
 
 @intrinsic
 def _bits_as_float(typingctx, bits):
@@ -359,14 +359,13 @@ def _binary_dd(op, a, b, y):
 
 
 # ---------------------------------------------------------------- calling a rule table
-# Kernels and generated code call a table with a constant opcode, ``unary_f(SIN, x, c0, c1)``.
-# That passes the opcode on as a plain int64 to the table compiled once per dtype; LLVM inlines
-# the call and folds the table to the op's line (as fast as before: five unary ops over 65,536
-# elements, 1.63 ms against 1.77).  Numba's own inlining (inline="always") of the table copied
-# and typed all of it at every call site, once per opcode: 7 s per kernel specialization
-# against 0.4, most of a cold test run (benchmarks/NOTES.md, 2026-11-28).  Loops whose opcode
-# changes from one iteration to the next (the scalar interpreters) call the ``_inlined``
-# forms instead: for them a call per op would cost more than the op.
+# Kernels and generated code call a table with a constant opcode, ``unary_f(SIN, x, c0, c1)``. That
+# passes the opcode on as a plain int64 to the table compiled once per dtype; LLVM inlines the call
+# and folds the table to the op's line, as fast as an inlined rule.  Numba's own inlining
+# (inline="always") of the table copied and typed all of it at every call site, once per opcode:
+# most of a cold test run (benchmarks/NOTES.md, "Rule tables compiled once, not inlined into every
+# kernel").  Loops whose opcode changes from one iteration to the next (the scalar interpreters)
+# call the ``_inlined`` forms instead: for them a call per op would cost more than the op.
 
 jit = njit(**IEEE, cache=True)
 unary_f_inlined, unary_d_inlined, binary_f_inlined, binary_da_inlined, binary_db_inlined = (

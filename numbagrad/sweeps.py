@@ -34,9 +34,8 @@ PAR_MIN = np.int64(1 << 17)
 SERIAL = np.int64(1 << 62)
 # Compiled callers pass integer constants to a sweep or kernel as np.int64 (these two, and
 # np.int64(0) for a literal 0), never as Python ints.  Numba compiles a callee once more for
-# every literal int it is called with, and each extra copy of a sweep recompiles every kernel
-# it calls: a full test run had compiled reverse_sweep 15 times and each elementwise kernel 4
-# times per opcode where 2 (float64, float32) do (benchmarks/NOTES.md, 2026-11-28).
+# every literal int it is called with, each copy a compile of its own (benchmarks/NOTES.md,
+# "One compile per sweep and kernel per dtype").
 # tests/test_compile.py checks that no such call comes back.
 
 

@@ -3,7 +3,8 @@
 Numba compiles a callee once for every *literal* int a compiled caller passes it (a constant
 ``0``, ``-1`` or a module-level Python int such as a threshold) and once for every defaulted
 argument left out; each such copy of a sweep recompiles every kernel it calls.  Without
-them the cold test suite took 55 min here against 76 (benchmarks/NOTES.md, 2026-11-28).  This
+them a cold test suite took a third less time (benchmarks/NOTES.md, "One compile per sweep
+and kernel per dtype").  This
 test reads every call from one of numbagrad's compiled functions to another and fails on such
 an argument; the opcode (a parameter named ``op``, made literal on purpose with
 ``numba.literally``) and bools (switches meant to fold) are exempt.
