@@ -86,36 +86,6 @@ def const_at(const_ptr, consts, i, r):
 # for the whole call (the arguments of a compiled entry point), or what the function itself keeps
 # alive (``keep_alive``), and never return a borrowed array.
 
-@intrinsic
-def borrowed(typingctx, x):
-    """``x`` (an array, or a tuple of arrays and tuples of arrays, the tape among them) without
-    reference counting."""
-    def borrow(context, builder, typ, value):
-        if isinstance(typ, types.Array):
-            ary = context.make_array(typ)(context, builder, value)
-            ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
-            ary.parent = cgutils.get_null_value(ary.parent.type)
-            return ary._getvalue()
-        return context.make_tuple(builder, typ, [
-            borrow(context, builder, ty, builder.extract_value(value, k))
-            for k, ty in enumerate(typ)])
-
-    def borrowable(typ):
-        return isinstance(typ, types.Array) or isinstance(typ, types.BaseTuple) and all(
-            borrowable(ty) for ty in typ)
-
-    if not borrowable(x):
-        return None
-    return x(x), lambda context, builder, sig, args: borrow(context, builder, sig.args[0],
-                                                             args[0])
-
-
-@intrinsic
-def keep_alive(typingctx, x):
-    """A use of ``x`` that keeps it alive up to here (the owner of arrays borrowed from it)."""
-    return types.none(x), lambda context, builder, sig, args: context.get_dummy_value()
-
-
 def _borrow_value(context, builder, typ, value):
     if isinstance(typ, types.Array):
         ary = context.make_array(typ)(context, builder, value)
@@ -125,6 +95,26 @@ def _borrow_value(context, builder, typ, value):
     return context.make_tuple(builder, typ, [
         _borrow_value(context, builder, ty, builder.extract_value(value, k))
         for k, ty in enumerate(typ)])
+
+
+@intrinsic
+def borrowed(typingctx, x):
+    """``x`` (an array, or a tuple of arrays and tuples of arrays, the tape among them) without
+    reference counting."""
+    def borrowable(typ):
+        return isinstance(typ, types.Array) or isinstance(typ, types.BaseTuple) and all(
+            borrowable(ty) for ty in typ)
+
+    if not borrowable(x):
+        return None
+    return x(x), lambda context, builder, sig, args: _borrow_value(context, builder,
+                                                                    sig.args[0], args[0])
+
+
+@intrinsic
+def keep_alive(typingctx, x):
+    """A use of ``x`` that keeps it alive up to here (the owner of arrays borrowed from it)."""
+    return types.none(x), lambda context, builder, sig, args: context.get_dummy_value()
 
 
 # A kernel called through the dispatch table gets the tape as the address of the sweep's copy
@@ -638,17 +628,22 @@ def _sum_row_jvp(op, tan, tx, ty, o, l, n, inner, scale):
     tan[ty + o * inner + l] = s / scale if op == MEAN else s
 
 
+@inline
+def _reduction(t, chunks, i):
+    """What a reduction kernel reads of node i: its parameters (outer, n, inner[, split]),
+    its operand's and its own values, and its constant (MEAN's count)."""
+    x = arg(t, i, 0)
+    p = iparams_of(t, i)
+    return (p, p[0], p[1], p[2], chunks[t.val_chunk[x]], t.val_off[x], chunks[t.val_chunk[i]],
+            t.val_off[i], const(t, i, 0))
+
+
 @pjit
 def sum_fwd(op, tp, chunks, i, par_min):
     """SUM and MEAN over (outer, n, inner), as reduce_fwd computes them."""
     t = tape_at(tp)
     op = t.opcodes[i]
-    p = iparams_of(t, i)
-    outer, n, inner = p[0], p[1], p[2]
-    x = arg(t, i, 0)
-    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
-    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
-    scale = const(t, i, 0)
+    p, outer, n, inner, xv, xo, yv, yo, scale = _reduction(t, chunks, i)
     m = outer * inner
     if m * n >= par_min and m > 1:
         nb = min(m, ROW_BLOCKS)
@@ -725,12 +720,7 @@ def sum_jvp(op, tp, chunks, tan, tan_off, i, par_min):
 def reduce_fwd(op, tp, chunks, i, par_min):
     t = tape_at(tp)
     op = t.opcodes[i]
-    p = iparams_of(t, i)
-    outer, n, inner = p[0], p[1], p[2]
-    x = arg(t, i, 0)
-    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
-    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
-    scale = const(t, i, 0)
+    p, outer, n, inner, xv, xo, yv, yo, scale = _reduction(t, chunks, i)
     m = outer * inner
     if m * n >= par_min and m > 1:
         nb = min(m, ROW_BLOCKS)
@@ -807,24 +797,9 @@ def reduce_vjp(op, tp, chunks, adj, adj_off, i, par_min):
     if gx < 0:
         return
     op = t.opcodes[i]
-    p = iparams_of(t, i)
-    outer, n, inner = p[0], p[1], p[2]
+    p, outer, n, inner, xv, xo, yv, yo, scale = _reduction(t, chunks, i)
     split = len(p) > 3 and p[3] != 0
     go = adj_off[i]
-    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
-    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
-    scale = const(t, i, 0)
-    if (op == SUM or op == MEAN) and outer == 1 and inner == 1:
-        # the whole tensor: every element gets the same share, in parallel when large
-        g = adj[go] / scale if op == MEAN else adj[go]
-        if n >= par_min:
-            for j in prange(n):
-                adj[gx + j] += g
-        else:
-            gxs = adj[gx:gx + n]
-            for j in range(n):
-                gxs[j] += g
-        return
     m = outer * inner
     if m * n >= par_min and m > 1:
         nb = min(m, ROW_BLOCKS)
@@ -905,12 +880,8 @@ def reduce_jvp(op, tp, chunks, tan, tan_off, i, par_min):
         tan[ty: ty + t.sizes[i]] = 0.0
         return
     op = t.opcodes[i]
-    p = iparams_of(t, i)
-    outer, n, inner = p[0], p[1], p[2]
+    p, outer, n, inner, xv, xo, yv, yo, scale = _reduction(t, chunks, i)
     split = len(p) > 3 and p[3] != 0
-    xv, xo = chunks[t.val_chunk[x]], t.val_off[x]
-    yv, yo = chunks[t.val_chunk[i]], t.val_off[i]
-    scale = const(t, i, 0)
     m = outer * inner
     if m * n >= par_min and m > 1:
         for r in prange(m):
