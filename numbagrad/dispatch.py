@@ -104,13 +104,6 @@ for _o in OPS:
 
 
 # ---------------------------------------------------------------- argument types
-def _tape_type():
-    from .tape import TapeArrays, _INT_COLUMNS
-    from numba import typeof
-    return typeof(TapeArrays(**{name: np.zeros(0, dtype=dt)
-                                for name, (_, dt) in _INT_COLUMNS.items()}))
-
-
 _types_cache = {}
 
 
@@ -147,7 +140,7 @@ def signature(mode, dtype_index):
             sig = ((vals, i, i, vals, i, i, vals, i, vals, i, vals, i, i, vals, i, i, i),
                    types.UniTuple(f, 2))
         else:
-            t, plan = _tape_type(), _plan_type()
+            t, plan = K.tape_type(), _plan_type()
             prog, pc = types.Array(types.int64, 2, "C"), types.Array(types.float64, 2, "C")
             sig = {SEG_FWD: (t, chunks, vals, plan, i, i, i, i),
                    SEG_REV: (t, chunks, vals, offs, plan, i, i, i, i, offs),

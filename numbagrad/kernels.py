@@ -122,6 +122,14 @@ def keep_alive(typingctx, x):
 # onto the stack for every node, most of a small node's cost (benchmarks/NOTES.md, "Kernel
 # table").  ``tape_at`` reads it back, borrowed: the sweep holds the tape for the call.
 
+def tape_type():
+    """Numba's type of a tape (a ``TapeArrays`` of C-contiguous columns), as sweeps receive it."""
+    from .tape import TapeArrays, _INT_COLUMNS  # tape.py imports this module
+    from numba import typeof
+    return typeof(TapeArrays(**{name: np.zeros(0, dtype=dt)
+                                for name, (_, dt) in _INT_COLUMNS.items()}))
+
+
 @intrinsic
 def tape_address(typingctx, t):
     """The address of a copy of the tape ``t`` in the caller's frame (valid until it returns)."""
@@ -134,11 +142,7 @@ def tape_address(typingctx, t):
 @intrinsic
 def tape_at(typingctx, address):
     """The tape whose copy is at ``address`` (``tape_address``), its arrays borrowed."""
-    from .tape import TapeArrays, _INT_COLUMNS
-    from numba import typeof
-    import numpy as _np
-    ty = typeof(TapeArrays(**{name: _np.zeros(0, dtype=dt)
-                              for name, (_, dt) in _INT_COLUMNS.items()}))
+    ty = tape_type()
 
     def codegen(context, builder, sig, args):
         llty = context.get_value_type(ty)
