@@ -295,6 +295,7 @@ def ensure(opcodes, modes, dtype_index, sizes=(SMALL,)):
     True
     """
     present = np.unique(np.asarray(opcodes))
+    blocks = _fused_kernels()[0]
     for op in present.tolist():
         row = OPS[op] if 0 <= op < N_OPCODES else None
         if row is None:
@@ -304,7 +305,7 @@ def ensure(opcodes, modes, dtype_index, sizes=(SMALL,)):
         for mode in modes:
             if mode == HVP and HVP_AS_VJP[op]:
                 mode = VJP
-            if mode > HVP and mode not in _fused_kernels()[0].get(row.family, {}):
+            if mode > HVP and mode not in blocks.get(row.family, {}):
                 continue  # a unary op has no binary block kernel, a reduction none
             for size in sizes:
                 if not TABLE[mode, size, dtype_index, op]:

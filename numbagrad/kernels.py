@@ -32,7 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import blas
-from .ops import (IEEE, PRANGE_ONLY, SUM, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d,
+from .ops import (IEEE, PRANGE_ONLY, MEAN, MAX, MIN, LOGSUMEXP, SOFTMAX, unary_f, unary_d,
                   unary_dd, binary_f, binary_da, binary_db, binary_dd, _exp)
 
 jit = njit(**IEEE, cache=True)
@@ -602,8 +602,9 @@ def where_jvp(op, tp, chunks, tan, tan_off, i, par_min):
 
 # ---------------------------------------------------------------- reductions over (outer, n, inner)
 # iparams: outer, n, inner[, split_ties]; MEAN's constant is the count it divides by.
-# SUM and MEAN have kernels of their own (sum_*): the general reduction kernels carry every
-# reduction's rows and take several times as long to compile; these share the row helpers.
+# SUM and MEAN have kernels of their own (sum_*): the general reduction kernels (reduce_*)
+# run MAX, MIN, LOGSUMEXP, SOFTMAX and LOG_SOFTMAX, whose rows take several times as long to
+# compile (ops.py's rows give SUM and MEAN the family that picks sum_*).
 
 @inline
 def _sum_row(op, xv, xo, yv, yo, o, l, n, inner, scale):
@@ -644,7 +645,7 @@ def _reduction(t, chunks, i):
 
 @pjit
 def sum_fwd(op, tp, chunks, i, par_min):
-    """SUM and MEAN over (outer, n, inner), as reduce_fwd computes them."""
+    """SUM and MEAN over (outer, n, inner)."""
     t = tape_at(tp)
     op = t.opcodes[i]
     p, outer, n, inner, xv, xo, yv, yo, scale = _reduction(t, chunks, i)
@@ -661,7 +662,7 @@ def sum_fwd(op, tp, chunks, i, par_min):
 
 @pjit
 def sum_vjp(op, tp, chunks, adj, adj_off, i, par_min):
-    """SUM and MEAN's adjoint, as reduce_vjp computes it."""
+    """SUM and MEAN's adjoint: each row's share to its elements."""
     t = tape_at(tp)
     x = arg(t, i, 0)
     gx = adj_off[x]
@@ -696,7 +697,7 @@ def sum_vjp(op, tp, chunks, adj, adj_off, i, par_min):
 
 @pjit
 def sum_jvp(op, tp, chunks, tan, tan_off, i, par_min):
-    """SUM and MEAN's tangent, as reduce_jvp computes it."""
+    """SUM and MEAN's tangent: the sums of their operand's tangents."""
     t = tape_at(tp)
     ty = tan_off[i]
     if ty < 0:
@@ -759,9 +760,7 @@ def _exps(xv, base, inner, k0, k1, shift, e):
 @inline
 def _reduce_row(op, xv, xo, yv, yo, o, l, n, inner, scale, e):
     base = xo + o * n * inner + l
-    if op == SUM or op == MEAN:
-        _sum_row(op, xv, xo, yv, yo, o, l, n, inner, scale)
-    elif op == MAX or op == MIN:
+    if op == MAX or op == MIN:
         best = xv[base]
         for k in range(1, n):
             v = xv[base + k * inner]
@@ -824,9 +823,7 @@ def _reduce_row_vjp(op, xv, xo, yv, yo, adj, gx, go, o, l, n, inner, scale, spli
     xb = xo + o * n * inner + l          # x[o, 0, l]
     gb = gx + o * n * inner + l          # adjoint of x[o, 0, l]
     r = o * inner + l                    # the reduced row's slot
-    if op == SUM or op == MEAN:
-        _sum_row_vjp(op, adj, gx, go, o, l, n, inner, scale)
-    elif op == MAX or op == MIN:  # to the first extremum, or shared among ties
+    if op == MAX or op == MIN:  # to the first extremum, or shared among ties
         y = yv[yo + r]
         g = adj[go + r]
         if split:
@@ -902,9 +899,7 @@ def _reduce_row_jvp(op, xv, xo, yv, yo, tan, tx, ty, o, l, n, inner, scale, spli
     xb = xo + o * n * inner + l          # x[o, 0, l]
     tb = tx + o * n * inner + l          # tangent of x[o, 0, l]
     r = o * inner + l                    # the reduced row's slot
-    if op == SUM or op == MEAN:
-        _sum_row_jvp(op, tan, tx, ty, o, l, n, inner, scale)
-    elif op == MAX or op == MIN:  # the transpose of reduce_vjp's choice: first extremum or tie mean
+    if op == MAX or op == MIN:  # the transpose of reduce_vjp's choice: first extremum or tie mean
         y = yv[yo + r]
         s = 0.0
         if split:
